@@ -1,0 +1,127 @@
+//! The one table of every parameter Petrel knows: name, kind, default and a one-line
+//! description. Every program reads its parameters through this table, `petrel config show`
+//! prints it, and the test in `tests/` checks that man/petrel.conf.5 documents exactly these.
+
+/// What kind of value a parameter holds; decides how it is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Free text (host names, paths, lists written as text).
+    Str,
+    /// `yes` or `no`.
+    Bool,
+    /// A whole number within bounds.
+    Int {
+        /// Smallest allowed value.
+        min: i64,
+        /// Largest allowed value.
+        max: i64,
+    },
+    /// A time with an optional unit: s (default), m, h, d, w.
+    Time,
+    /// A list separated by commas and/or white space.
+    List,
+}
+
+/// One parameter's declaration.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamDef {
+    /// Name as written in petrel.conf.
+    pub name: &'static str,
+    /// Kind, for validation.
+    pub kind: Kind,
+    /// Default value (before `$name` expansion). `@hostname` and `@domain` are computed.
+    pub default: &'static str,
+    /// One-line description, used by `petrel config show -d` and the man page check.
+    pub doc: &'static str,
+}
+
+const fn p(name: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> ParamDef {
+    ParamDef {
+        name,
+        kind,
+        default,
+        doc,
+    }
+}
+
+const S: Kind = Kind::Str;
+const T: Kind = Kind::Time;
+const L: Kind = Kind::List;
+const fn int(min: i64, max: i64) -> Kind {
+    Kind::Int { min, max }
+}
+
+/// Every parameter, sorted by name.
+pub const PARAMS: &[ParamDef] = &[
+    p("2bounce_notice_recipient", S, "postmaster", "recipient of undeliverable bounces"),
+    p("alias_database", L, "$alias_maps", "alias files rebuilt/checked by newaliases"),
+    p("alias_maps", L, "/etc/aliases", "alias files consulted by local delivery"),
+    p("allow_mail_to_commands", L, "alias, forward", "where |command destinations are allowed"),
+    p("allow_mail_to_files", L, "alias, forward", "where /file destinations are allowed"),
+    p("bounce_notice_recipient", S, "postmaster", "recipient of postmaster notices"),
+    p("bounce_queue_lifetime", T, "5d", "how long a bounce message may stay queued"),
+    p("command_directory", S, "/usr/sbin", "where the petrel and sendmail commands live"),
+    p("config_directory", S, "/etc/petrel", "where petrel.conf and services.conf live"),
+    p("daemon_directory", S, "/usr/lib/petrel", "where the daemon programs live"),
+    p("data_directory", S, "/var/lib/petrel", "writable data owned by mail_owner"),
+    p("delay_warning_time", T, "0h", "send a delayed-mail notice after this long (0 = never)"),
+    p("dns_servers", L, "", "name servers to ask instead of /etc/resolv.conf (host:port)"),
+    p("double_bounce_sender", S, "double-bounce", "sender of postmaster notices; mail to it is dropped"),
+    p("forward_path", L, "$home/.forward", "where local looks for a user's .forward file"),
+    p("header_size_limit", int(1024, 1 << 30), "102400", "largest message header kept, in bytes"),
+    p("home_mailbox", S, "", "mailbox relative to the home directory; ending in / means Maildir"),
+    p("hopcount_limit", int(1, 1000), "50", "most Received headers before a message is bounced as a loop"),
+    p("inet_interfaces", L, "all", "addresses inet services listen on"),
+    p("line_length_limit", int(80, 1 << 20), "2048", "longest header line kept before it is folded"),
+    p("local_concurrency_limit", int(1, 1000), "4", "deliveries qmgr runs through local at once"),
+    p("local_recipient_maps", L, "$user_database $alias_maps", "tables of the local recipients that exist"),
+    p("mail_owner", S, "petrel", "the unprivileged user that owns the queue and runs the daemons"),
+    p("mail_spool_directory", S, "/var/mail", "where mbox files live when home_mailbox is empty"),
+    p("maillog_file", S, "", "log to this file instead of syslog"),
+    p("maximal_backoff_time", T, "4000s", "longest time between retries of a deferred message"),
+    p("maximal_queue_lifetime", T, "5d", "how long a message may stay queued before it bounces"),
+    p("message_size_limit", int(0, 4_000_000_000), "10240000", "largest message accepted, in bytes (0 = none)"),
+    p("minimal_backoff_time", T, "300s", "shortest time between retries of a deferred message"),
+    p("mydestination", L, "$myhostname, localhost.$mydomain, localhost", "domains delivered locally"),
+    p("mydomain", S, "@domain", "the domain of this host"),
+    p("myhostname", S, "@hostname", "the fully qualified name of this host"),
+    p("mynetworks", L, "127.0.0.0/8 [::1]/128", "clients trusted to relay"),
+    p("myorigin", S, "$myhostname", "domain appended to unqualified local addresses"),
+    p("queue_directory", S, "/var/spool/petrel", "the queue (spool) directory"),
+    p("queue_run_delay", T, "300s", "how often qmgr scans deferred/"),
+    p("recipient_delimiter", S, "", "separates a user name from its extension (user+ext)"),
+    p("relay_domains", L, "", "domains this host relays for"),
+    p("relayhost", S, "", "the smart host for non-local mail"),
+    p("service_throttle_time", T, "60s", "how long master waits before restarting a crashing service"),
+    p("setgid_group", S, "petrel-drop", "group that postdrop runs as"),
+    p("syslog_facility", S, "mail", "syslog facility"),
+    p("syslog_name", S, "petrel", "prefix of syslog program names"),
+    p("trigger_timeout", T, "10s", "time limit for waking up a service"),
+    p("user_database", S, "unix:passwd", "where local users come from: unix:passwd or passwd-file:PATH"),
+];
+
+/// The declaration of `name`, if Petrel knows it.
+pub fn lookup(name: &str) -> Option<&'static ParamDef> {
+    PARAMS
+        .binary_search_by(|d| d.name.cmp(name))
+        .ok()
+        .map(|i| &PARAMS[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        for w in PARAMS.windows(2) {
+            assert!(w[0].name < w[1].name, "{} !< {}", w[0].name, w[1].name);
+        }
+    }
+
+    #[test]
+    fn lookup_finds_known_and_rejects_unknown() {
+        assert!(lookup("myhostname").is_some());
+        assert!(lookup("no_such_parameter").is_none());
+    }
+}

@@ -1,0 +1,282 @@
+//! The one start-up path every Petrel daemon shares, in the same order every time:
+//!
+//! 1. parse the arguments master passes: `-c CONFIG_DIR -n SERVICE -t unix|inet [-u] [-r]
+//!    [-o name=value]... [--] [program arguments]` (`-u`: run as mail_owner, `-r`: chroot);
+//! 2. load `petrel.conf`, apply `-o` overrides, validate (a bad value is fatal);
+//! 3. open the log (before any chroot);
+//! 4. take the listening socket master passed as file descriptor 3;
+//! 5. `chdir` to `queue_directory` — every daemon uses spool paths relative to it;
+//! 6. when started as root: chroot to the queue directory if asked, then either become
+//!    mail_owner with no capabilities and `no_new_privs` (`-u`), or stay root with only the
+//!    capabilities the program declares (local delivery);
+//! 7. ask the kernel to send SIGTERM when master goes away.
+//!
+//! Started by someone other than root, nothing changes identity ("unprivileged mode").
+#![deny(missing_docs)]
+
+use petrel_config::Config;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// File descriptor on which master passes a service's listening socket.
+pub const LISTEN_FD: i32 = 3;
+/// Environment variable master sets to tell a child fd 3 is its listener.
+pub const LISTEN_ENV: &str = "PETREL_LISTEN_FD";
+
+/// What the program needs to keep when it runs as root (unpriv `n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootNeeds {
+    /// Nothing: the program must run as mail_owner; `n` in services.conf is refused.
+    Nothing,
+    /// Switching to recipients' uids and reading their homes (local delivery).
+    SwitchUsers,
+}
+
+/// A started daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The configuration, overrides applied.
+    pub cfg: Config,
+    /// Service name from services.conf.
+    pub service: String,
+    /// The listening socket master passed, if any.
+    pub listener: Option<OwnedFd>,
+    /// The queue directory as an absolute path outside any chroot.
+    pub queue_dir: PathBuf,
+    /// True when privileges were changed (started as root).
+    pub privileged: bool,
+    /// Program arguments after the master-given ones.
+    pub args: Vec<String>,
+}
+
+struct Parsed {
+    config_dir: Option<PathBuf>,
+    service: String,
+    unpriv: bool,
+    chroot: bool,
+    overrides: Vec<String>,
+    rest: Vec<String>,
+}
+
+fn parse_args(program: &str, argv: &[String]) -> Result<Parsed, String> {
+    let mut p = Parsed {
+        config_dir: None,
+        service: program.to_string(),
+        unpriv: false,
+        chroot: false,
+        overrides: Vec::new(),
+        rest: Vec::new(),
+    };
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-c" => p.config_dir = Some(PathBuf::from(it.next().ok_or("-c needs a directory")?)),
+            "-n" => p.service = it.next().ok_or("-n needs a service name")?.clone(),
+            "-t" => {
+                it.next().ok_or("-t needs a type")?;
+            }
+            "-u" => p.unpriv = true,
+            "-r" => p.chroot = true,
+            "-o" => p.overrides.push(it.next().ok_or("-o needs name=value")?.clone()),
+            "--" => {
+                p.rest.extend(it.by_ref().cloned());
+            }
+            other => p.rest.push(other.to_string()),
+        }
+    }
+    Ok(p)
+}
+
+/// Starts a daemon: see the crate docs for the steps. Exits with a fatal log line when
+/// the environment is broken.
+pub fn start(program: &str, needs: RootNeeds) -> Daemon {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let parsed = match parse_args(program, &argv) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            std::process::exit(64);
+        }
+    };
+    let dir = petrel_config::config_dir(parsed.config_dir.as_deref());
+    let mut cfg = match Config::load(&dir) {
+        Ok(c) => c,
+        Err(e) => {
+            petrel_log::init_stderr(program);
+            petrel_log::fatal(e)
+        }
+    };
+    for o in &parsed.overrides {
+        if let Err(e) = cfg.apply_override_arg(o) {
+            petrel_log::init_stderr(program);
+            petrel_log::fatal(format!("service {}: {e}", parsed.service));
+        }
+    }
+    petrel_log::init(program, &cfg, false);
+    if let Err(e) = cfg.validate() {
+        petrel_log::fatal(e);
+    }
+    let listener = match std::env::var(LISTEN_ENV) {
+        // SAFETY: master passes fd 3 open for exactly this purpose and says so in LISTEN_ENV;
+        // nothing else in this process owns it.
+        Ok(v) if v == LISTEN_FD.to_string() => Some(unsafe { OwnedFd::from_raw_fd(LISTEN_FD) }),
+        _ => None,
+    };
+    if let Some(fd) = &listener {
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+    let queue_dir = PathBuf::from(cfg.get("queue_directory"));
+    if let Err(e) = std::env::set_current_dir(&queue_dir) {
+        petrel_log::fatal(format!("chdir {}: {e}", queue_dir.display()));
+    }
+    let privileged = nix::unistd::geteuid().is_root() && !running_as_mail_owner(&cfg);
+    if privileged {
+        if let Err(e) = drop_privileges(&cfg, &parsed, needs) {
+            petrel_log::fatal(e);
+        }
+    }
+    die_with_parent();
+    Daemon {
+        cfg,
+        service: parsed.service,
+        listener,
+        queue_dir,
+        privileged,
+        args: parsed.rest,
+    }
+}
+
+/// True when mail_owner is the user we already are (a sandbox run by root names root):
+/// then there is nobody to become, and the suite runs in unprivileged mode.
+pub fn running_as_mail_owner(cfg: &Config) -> bool {
+    match nix::unistd::User::from_name(&cfg.get("mail_owner")) {
+        Ok(Some(u)) => u.uid == nix::unistd::geteuid(),
+        _ => false,
+    }
+}
+
+/// Looks up mail_owner's uid and gid.
+pub fn mail_owner(cfg: &Config) -> Result<(nix::unistd::Uid, nix::unistd::Gid), String> {
+    let name = cfg.get("mail_owner");
+    match nix::unistd::User::from_name(&name) {
+        Ok(Some(u)) => Ok((u.uid, u.gid)),
+        Ok(None) => Err(format!(
+            "mail_owner {name}: no such user (create it, or run petrel set-permissions)"
+        )),
+        Err(e) => Err(format!("mail_owner {name}: {e}")),
+    }
+}
+
+fn drop_privileges(cfg: &Config, p: &Parsed, needs: RootNeeds) -> Result<(), String> {
+    use caps::{CapSet, Capability};
+    if p.chroot {
+        nix::unistd::chroot(".").map_err(|e| format!("chroot {}: {e}", cfg.get("queue_directory")))?;
+        std::env::set_current_dir("/").map_err(|e| format!("chdir / in chroot: {e}"))?;
+    }
+    if p.unpriv {
+        let (uid, gid) = mail_owner(cfg)?;
+        nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
+        nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid: {e}"))?;
+        nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid: {e}"))?;
+        // Becoming a non-root uid empties the permitted and effective sets; make sure, and
+        // empty the rest, so nothing can come back through exec.
+        let _ = caps::clear(None, CapSet::Ambient);
+        let _ = caps::clear(None, CapSet::Inheritable);
+        if !caps::read(None, CapSet::Effective)
+            .map(|s| s.is_empty())
+            .unwrap_or(false)
+        {
+            return Err("capabilities survived the uid change".into());
+        }
+        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+        return Ok(());
+    }
+    match needs {
+        RootNeeds::Nothing => Err(format!(
+            "service {} must run unprivileged: set unpriv to y or - in services.conf",
+            p.service
+        )),
+        RootNeeds::SwitchUsers => {
+            let keep: std::collections::HashSet<Capability> = [
+                Capability::CAP_SETUID,
+                Capability::CAP_SETGID,
+                Capability::CAP_CHOWN,
+                Capability::CAP_DAC_OVERRIDE,
+                Capability::CAP_DAC_READ_SEARCH,
+                Capability::CAP_FOWNER,
+            ]
+            .into_iter()
+            .collect();
+            for c in caps::all() {
+                if !keep.contains(&c) {
+                    let _ = caps::drop(None, CapSet::Bounding, c);
+                }
+            }
+            caps::set(None, CapSet::Effective, &keep).map_err(|e| format!("capset: {e}"))?;
+            caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("capset: {e}"))?;
+            let _ = caps::clear(None, CapSet::Inheritable);
+            let _ = caps::clear(None, CapSet::Ambient);
+            Ok(())
+        }
+    }
+}
+
+fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and affects only this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+    }
+    if nix::unistd::getppid().as_raw() == 1 && std::env::var_os(LISTEN_ENV).is_some() {
+        std::process::exit(0);
+    }
+}
+
+/// Connects to a service socket under the queue directory (`private/cleanup`), with a
+/// timeout for every read and write.
+pub fn connect(path: &str, timeout: std::time::Duration) -> std::io::Result<std::os::unix::net::UnixStream> {
+    let s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("connect to {path}: {e}")))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    Ok(s)
+}
+
+/// Pokes a service with a trigger frame; errors are ignored by design (the service will
+/// find the work on its next scan).
+pub fn trigger(path: &Path) {
+    use std::io::Write;
+    if let Ok(mut s) = std::os::unix::net::UnixStream::connect(path) {
+        let _ = s.set_write_timeout(Some(std::time::Duration::from_secs(2)));
+        let _ = s.write_all(&[0, 0, 0, 1, 0]);
+    }
+}
+
+/// The peer's credentials on a Unix socket (SO_PEERCRED).
+pub fn peer_uid(fd: &impl std::os::fd::AsFd) -> Option<u32> {
+    nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|c| c.uid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_arguments_parse() {
+        let argv: Vec<String> = "-c /etc/x -n local -t unix -u -r -o a=b -- --extra"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let p = parse_args("local", &argv).unwrap();
+        assert_eq!(p.config_dir.as_deref(), Some(Path::new("/etc/x")));
+        assert_eq!(p.service, "local");
+        assert!(p.unpriv && p.chroot);
+        assert_eq!(p.overrides, vec!["a=b"]);
+        assert_eq!(p.rest, vec!["--extra"]);
+        assert!(parse_args("x", &["-c".to_string()]).is_err());
+    }
+}
