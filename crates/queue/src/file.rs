@@ -231,7 +231,7 @@ pub fn read_envelope(f: &mut File) -> Result<Envelope, ReadError> {
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)
         .map_err(|_| ReadError::Corrupt("shorter than the magic number".into()))?;
-    if &magic[..7] != &MAGIC[..7] {
+    if magic[..7] != MAGIC[..7] {
         return Err(ReadError::Corrupt("bad magic number".into()));
     }
     if magic[7] != MAGIC[7] {

@@ -1,0 +1,760 @@
+//! qmgr's event loop and queue state.
+//!
+//! Life of a message: `incoming/ID` → (rename) `active/ID` → one delivery request per
+//! transport → outcomes → bounce what failed for good (DSN through cleanup) → mark the
+//! finished recipients done in place and fdatasync → either unlink (all done) or append the
+//! reasons to `defer/ID` and rename to `deferred/ID` with the next retry time as mtime.
+//! On start-up every file left in `active/` is delivered again: delivery agents make a
+//! repeated delivery of the same recipient a no-op where they can (Maildir).
+
+use crate::bounce;
+use crate::policy::{self, Settings};
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use petrel_ipc::delivery::{self, Outcome, Status};
+use petrel_ipc::qmgr::Notice;
+use petrel_ipc::{FrameReader, Incoming};
+use petrel_message::dsn;
+use petrel_queue::file::{self, Envelope};
+use petrel_queue::{Dir, QueueId};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant, SystemTime};
+
+const LISTENER: Token = Token(0);
+const TICK: Duration = Duration::from_millis(500);
+/// A request whose agent died this many times is deferred instead of retried at once.
+const MAX_AGENT_CRASHES: u32 = 3;
+/// How long a transport may stay unreachable before its mail is deferred.
+const TRANSPORT_GRACE: Duration = Duration::from_secs(30);
+
+/// A message in `active/`.
+struct Msg {
+    file: File,
+    env: Envelope,
+    outstanding: usize,
+    outcomes: Vec<Outcome>,
+    crashes: u32,
+    from_deferred: bool,
+}
+
+/// One delivery request waiting for an agent.
+struct Job {
+    transport: &'static str,
+    queue_id: String,
+    request: delivery::Request,
+}
+
+/// A connection to a delivery agent.
+struct Agent {
+    transport: &'static str,
+    stream: UnixStream,
+    reader: FrameReader,
+    out: Vec<u8>,
+    busy: Option<Job>,
+}
+
+struct Notifier {
+    stream: UnixStream,
+    reader: FrameReader,
+}
+
+pub struct Manager {
+    poll: Poll,
+    listener: UnixListener,
+    notifiers: HashMap<usize, Notifier>,
+    agents: HashMap<usize, Agent>,
+    next_token: usize,
+    s: Settings,
+    active: HashMap<String, Msg>,
+    todo: VecDeque<(String, Dir)>,
+    jobs: VecDeque<Job>,
+    unreachable_since: HashMap<&'static str, Instant>,
+    next_deferred_scan: Instant,
+    next_incoming_scan: Instant,
+}
+
+fn age_of(env: &Envelope) -> Duration {
+    Duration::from_secs_f64((petrel_queue::now() - env.arrival).max(0.0))
+}
+
+impl Manager {
+    pub fn new(listener: std::os::unix::net::UnixListener, s: Settings) -> io::Result<Manager> {
+        listener.set_nonblocking(true)?;
+        let mut listener = UnixListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Manager {
+            poll,
+            listener,
+            notifiers: HashMap::new(),
+            agents: HashMap::new(),
+            next_token: 1,
+            s,
+            active: HashMap::new(),
+            todo: VecDeque::new(),
+            jobs: VecDeque::new(),
+            unreachable_since: HashMap::new(),
+            next_deferred_scan: Instant::now(),
+            next_incoming_scan: Instant::now(),
+        })
+    }
+
+    pub fn run(&mut self) -> io::Result<()> {
+        // Whatever was being delivered when qmgr last stopped goes first.
+        for id in scan(Dir::Active) {
+            self.todo.push_back((id, Dir::Active));
+        }
+        let mut events = Events::with_capacity(256);
+        loop {
+            self.housekeeping();
+            match self.poll.poll(&mut events, Some(TICK)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    Token(t) if self.notifiers.contains_key(&t) => self.read_notices(t),
+                    Token(t) => self.agent_event(t),
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_incoming_scan {
+            self.scan_incoming();
+        }
+        if now >= self.next_deferred_scan {
+            self.scan_deferred(false);
+        }
+        self.load_todo();
+        self.dispatch();
+    }
+
+    fn scan_incoming(&mut self) {
+        self.next_incoming_scan = Instant::now() + self.s.queue_run_delay;
+        for id in scan(Dir::Incoming) {
+            self.todo.push_back((id, Dir::Incoming));
+        }
+    }
+
+    fn scan_deferred(&mut self, flush: bool) {
+        self.next_deferred_scan = Instant::now() + self.s.queue_run_delay;
+        let now = SystemTime::now();
+        for id in scan(Dir::Deferred) {
+            let path = Dir::Deferred.file(&id);
+            let due = flush
+                || std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map(|t| t <= now)
+                    .unwrap_or(false);
+            if due {
+                self.todo.push_back((id, Dir::Deferred));
+            }
+        }
+    }
+
+    /// Moves queued files into active/ and turns them into jobs, up to the active limit.
+    fn load_todo(&mut self) {
+        while self.active.len() < self.s.active_limit {
+            let Some((id, from)) = self.todo.pop_front() else {
+                return;
+            };
+            if self.active.contains_key(&id) {
+                continue;
+            }
+            let active_path = Dir::Active.file(&id);
+            if from != Dir::Active {
+                let src = from.file(&id);
+                match std::fs::metadata(&src) {
+                    Ok(m) if from == Dir::Incoming && !file::is_complete(&m) => continue,
+                    Ok(_) => {}
+                    Err(_) => continue, // already taken, or removed by the operator
+                }
+                if let Err(e) = std::fs::rename(&src, &active_path) {
+                    log::warn!("{id}: rename {src} to {active_path}: {e}");
+                    continue;
+                }
+            }
+            self.load(id, from == Dir::Deferred);
+        }
+    }
+
+    fn load(&mut self, id: String, from_deferred: bool) {
+        let path = Dir::Active.file(&id);
+        let mut f = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn!("{id}: open {path}: {e}");
+                return;
+            }
+        };
+        let env = match file::read_envelope(&mut f) {
+            Ok(env) => env,
+            Err(file::ReadError::Corrupt(why)) => {
+                let to = Dir::Corrupt.file(&id);
+                match std::fs::rename(&path, &to) {
+                    Ok(()) => log::warn!("{id}: {why}; moved to corrupt/"),
+                    Err(e) => log::error!("{id}: {why}; cannot move to corrupt/: {e}"),
+                }
+                return;
+            }
+            Err(file::ReadError::Io(e)) => {
+                log::warn!("{id}: read {path}: {e}");
+                return;
+            }
+        };
+        if !from_deferred {
+            log::info!(
+                "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
+                env.sender,
+                env.content_len,
+                env.recipients.len()
+            );
+        }
+        let mut by_transport: Vec<(&'static str, Vec<delivery::Recipient>)> = Vec::new();
+        for (i, r) in env.recipients.iter().enumerate() {
+            if r.done {
+                continue;
+            }
+            let t = policy::transport_for(&r.address, &self.s.mydestination);
+            let rcpt = delivery::Recipient {
+                index: i as u32,
+                address: r.address.clone(),
+                orcpt: r.orcpt.clone(),
+            };
+            match by_transport.iter_mut().find(|(n, _)| *n == t) {
+                Some((_, v)) => v.push(rcpt),
+                None => by_transport.push((t, vec![rcpt])),
+            }
+        }
+        let msg = Msg {
+            file: f,
+            outstanding: by_transport.len(),
+            outcomes: Vec::new(),
+            crashes: 0,
+            from_deferred,
+            env,
+        };
+        for (transport, recipients) in by_transport {
+            self.jobs.push_back(Job {
+                transport,
+                queue_id: id.clone(),
+                request: delivery::Request {
+                    queue_id: id.clone(),
+                    path: path.clone(),
+                    sender: msg.env.sender.clone(),
+                    arrival: msg.env.arrival,
+                    recipients,
+                },
+            });
+        }
+        let done_already = msg.outstanding == 0;
+        self.active.insert(id.clone(), msg);
+        if done_already {
+            self.finish(&id);
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let t = self.token();
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, Token(t), Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.notifiers.insert(
+                            t,
+                            Notifier {
+                                stream,
+                                reader: FrameReader::new(),
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn token(&mut self) -> usize {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn read_notices(&mut self, t: usize) {
+        let mut notices = Vec::new();
+        let mut close = false;
+        if let Some(n) = self.notifiers.get_mut(&t) {
+            let mut buf = [0u8; 8192];
+            loop {
+                match n.stream.read(&mut buf) {
+                    Ok(0) => {
+                        close = true;
+                        break;
+                    }
+                    Ok(k) => n.reader.feed(&buf[..k]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            loop {
+                match n.reader.next::<Notice>() {
+                    Ok(Some(m)) => notices.push(m),
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::warn!("notice: {e}");
+                        close = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if close {
+            if let Some(mut n) = self.notifiers.remove(&t) {
+                let _ = self.poll.registry().deregister(&mut n.stream);
+            }
+        }
+        for n in notices {
+            match n {
+                Incoming::Trigger => {
+                    self.scan_incoming();
+                    self.scan_deferred(false);
+                }
+                Incoming::Msg(Notice::Incoming { id }) => {
+                    if QueueId::parse(&id).is_some() {
+                        self.todo.push_back((id, Dir::Incoming));
+                    }
+                }
+                Incoming::Msg(Notice::Flush) => {
+                    log::info!("flush requested: retrying deferred mail");
+                    self.scan_deferred(true);
+                }
+                Incoming::Msg(Notice::Rescan) => self.scan_incoming(),
+            }
+        }
+        self.load_todo();
+        self.dispatch();
+    }
+
+    /// Hands waiting jobs to idle agents, opening connections up to the concurrency limit.
+    fn dispatch(&mut self) {
+        let mut waiting = VecDeque::new();
+        while let Some(job) = self.jobs.pop_front() {
+            if !self.active.contains_key(&job.queue_id) {
+                continue;
+            }
+            let idle = self
+                .agents
+                .iter()
+                .find(|(_, a)| a.transport == job.transport && a.busy.is_none())
+                .map(|(t, _)| *t);
+            let token = match idle {
+                Some(t) => Some(t),
+                None => {
+                    let open = self
+                        .agents
+                        .values()
+                        .filter(|a| a.transport == job.transport)
+                        .count();
+                    let limit = self.limit(job.transport);
+                    if open < limit {
+                        self.open_agent(job.transport)
+                    } else {
+                        None
+                    }
+                }
+            };
+            match token {
+                Some(t) => self.send_job(t, job),
+                None => {
+                    let unreachable = self
+                        .unreachable_since
+                        .get(job.transport)
+                        .is_some_and(|since| since.elapsed() > TRANSPORT_GRACE);
+                    if unreachable && !self.agents.values().any(|a| a.transport == job.transport) {
+                        self.transport_failed(job, "mail transport unavailable");
+                    } else {
+                        waiting.push_back(job);
+                    }
+                }
+            }
+        }
+        self.jobs = waiting;
+    }
+
+    fn limit(&self, transport: &str) -> usize {
+        match transport {
+            "local" => self.s.local_concurrency,
+            _ => 10,
+        }
+    }
+
+    fn open_agent(&mut self, transport: &'static str) -> Option<usize> {
+        let path = format!("private/{transport}");
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(s) => {
+                self.unreachable_since.remove(transport);
+                if s.set_nonblocking(true).is_err() {
+                    return None;
+                }
+                let mut stream = UnixStream::from_std(s);
+                let t = self.token();
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(t), Interest::READABLE | Interest::WRITABLE)
+                    .ok()?;
+                self.agents.insert(
+                    t,
+                    Agent {
+                        transport,
+                        stream,
+                        reader: FrameReader::new(),
+                        out: Vec::new(),
+                        busy: None,
+                    },
+                );
+                Some(t)
+            }
+            Err(e) => {
+                if !self.unreachable_since.contains_key(transport) {
+                    log::warn!("connect to {path}: {e}");
+                    self.unreachable_since.insert(transport, Instant::now());
+                }
+                None
+            }
+        }
+    }
+
+    fn send_job(&mut self, t: usize, job: Job) {
+        let Some(agent) = self.agents.get_mut(&t) else {
+            self.jobs.push_back(job);
+            return;
+        };
+        match petrel_ipc::encode(&job.request) {
+            Ok(bytes) => agent.out.extend_from_slice(&bytes),
+            Err(e) => {
+                log::error!("{}: encode delivery request: {e}", job.queue_id);
+                return;
+            }
+        }
+        agent.busy = Some(job);
+        self.agent_write(t);
+    }
+
+    fn agent_write(&mut self, t: usize) {
+        let Some(agent) = self.agents.get_mut(&t) else {
+            return;
+        };
+        while !agent.out.is_empty() {
+            match agent.stream.write(&agent.out) {
+                Ok(n) => {
+                    agent.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.agent_lost(t);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn agent_event(&mut self, t: usize) {
+        self.agent_write(t);
+        let mut replies = Vec::new();
+        let mut lost = false;
+        if let Some(agent) = self.agents.get_mut(&t) {
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match agent.stream.read(&mut buf) {
+                    Ok(0) => {
+                        lost = true;
+                        break;
+                    }
+                    Ok(n) => agent.reader.feed(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        lost = true;
+                        break;
+                    }
+                }
+            }
+            loop {
+                match agent.reader.next::<delivery::Reply>() {
+                    Ok(Some(Incoming::Msg(r))) => replies.push(r),
+                    Ok(Some(Incoming::Trigger)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::warn!("{} agent protocol error: {e}", agent.transport);
+                        lost = true;
+                        break;
+                    }
+                }
+            }
+        }
+        for r in replies {
+            let job = self.agents.get_mut(&t).and_then(|a| a.busy.take());
+            match job {
+                Some(job) => self.outcomes(&job.queue_id, r.outcomes),
+                None => log::warn!("unexpected delivery reply"),
+            }
+        }
+        if lost {
+            self.agent_lost(t);
+        }
+        self.dispatch();
+    }
+
+    /// The agent went away (killed, crashed): what it was doing is retried.
+    fn agent_lost(&mut self, t: usize) {
+        let Some(mut agent) = self.agents.remove(&t) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut agent.stream);
+        if let Some(job) = agent.busy.take() {
+            let crashes = self
+                .active
+                .get_mut(&job.queue_id)
+                .map(|m| {
+                    m.crashes += 1;
+                    m.crashes
+                })
+                .unwrap_or(0);
+            if crashes >= MAX_AGENT_CRASHES {
+                self.transport_failed(job, "delivery agent crashed repeatedly on this message");
+            } else {
+                log::warn!(
+                    "{}: {} delivery agent went away; retrying",
+                    job.queue_id,
+                    agent.transport
+                );
+                self.jobs.push_front(job);
+            }
+        }
+    }
+
+    /// Defers every recipient of a job with `reason` (qmgr logs it, no agent did).
+    fn transport_failed(&mut self, job: Job, reason: &str) {
+        let arrival = self
+            .active
+            .get(&job.queue_id)
+            .map(|m| m.env.arrival)
+            .unwrap_or(0.0);
+        let outcomes = job
+            .request
+            .recipients
+            .iter()
+            .map(|r| {
+                log::info!(
+                    "{}: to=<{}>, relay=none, delay={:.1}, status=deferred ({reason})",
+                    job.queue_id,
+                    r.address,
+                    (petrel_queue::now() - arrival).max(0.0)
+                );
+                Outcome {
+                    index: r.index,
+                    status: Status::Deferred,
+                    dsn: "4.3.0".into(),
+                    reason: reason.into(),
+                }
+            })
+            .collect();
+        self.outcomes(&job.queue_id, outcomes);
+    }
+
+    fn outcomes(&mut self, id: &str, outcomes: Vec<Outcome>) {
+        let Some(msg) = self.active.get_mut(id) else {
+            return;
+        };
+        msg.outcomes.extend(outcomes);
+        msg.outstanding = msg.outstanding.saturating_sub(1);
+        if msg.outstanding == 0 {
+            self.finish(id);
+        }
+    }
+
+    /// Every request of a message is answered: bounce, mark, remove or defer.
+    fn finish(&mut self, id: &str) {
+        let Some(mut msg) = self.active.remove(id) else {
+            return;
+        };
+        let age = age_of(&msg.env);
+        let null_sender = msg.env.sender.is_empty();
+        let expired = policy::expired(age, null_sender, &self.s);
+        let defer_text = std::fs::read_to_string(Dir::Defer.file(id)).unwrap_or_default();
+        let mut done: Vec<u32> = Vec::new();
+        let mut deferred: Vec<&Outcome> = Vec::new();
+        let mut failed: Vec<dsn::Recipient> = Vec::new();
+        let mut failed_idx: Vec<u32> = Vec::new();
+        for o in &msg.outcomes {
+            let Some(r) = msg.env.recipients.get(o.index as usize) else {
+                continue;
+            };
+            match o.status {
+                Status::Sent => done.push(o.index),
+                Status::Deferred if !expired => deferred.push(o),
+                Status::Deferred | Status::Bounced => {
+                    let reason = if o.status == Status::Deferred {
+                        let last = policy::last_defer_reason(&defer_text, &r.address)
+                            .map(|(_, r)| r)
+                            .unwrap_or_else(|| o.reason.clone());
+                        log::info!(
+                            "{id}: to=<{}>, relay=none, delay={:.0}, status=expired, returned to sender ({last})",
+                            r.address,
+                            age.as_secs_f64()
+                        );
+                        format!("message expired after {} s in the queue: {last}", age.as_secs())
+                    } else {
+                        o.reason.clone()
+                    };
+                    failed_idx.push(o.index);
+                    if policy::wants_failure_notice(&r.notify) {
+                        failed.push(dsn::Recipient {
+                            address: r.address.clone(),
+                            orcpt: r.orcpt.clone(),
+                            action: dsn::Action::Failed,
+                            status: o.dsn.clone(),
+                            diagnostic: reason,
+                        });
+                    }
+                }
+            }
+        }
+        if !failed.is_empty() {
+            if null_sender {
+                log::info!("{id}: sender is <>: non-delivery notification discarded");
+                done.extend(&failed_idx);
+            } else {
+                let original = file::read_content(&msg.file, &msg.env).unwrap_or_default();
+                let notice = bounce::Notice {
+                    queue_id: id,
+                    myhostname: &self.s.myhostname,
+                    sender: &msg.env.sender,
+                    arrival: msg.env.arrival,
+                    envid: msg.env.attr("envid").unwrap_or(""),
+                    headers_only: msg.env.attr("ret").is_some_and(|r| r.eq_ignore_ascii_case("HDRS")),
+                    original: &original,
+                    recipients: failed,
+                };
+                match bounce::send(&notice) {
+                    Ok(new) => {
+                        log::info!("{id}: sender non-delivery notification: {new}");
+                        done.extend(&failed_idx);
+                    }
+                    Err(e) => {
+                        // Try again later: the recipients stay pending, the notice is rebuilt.
+                        log::warn!("{id}: cannot send non-delivery notification: {e}");
+                        deferred.extend(msg.outcomes.iter().filter(|o| failed_idx.contains(&o.index)));
+                    }
+                }
+            }
+        } else {
+            done.extend(&failed_idx);
+        }
+        let done: HashSet<u32> = done.into_iter().collect();
+        for i in &done {
+            if let Some(r) = msg.env.recipients.get_mut(*i as usize) {
+                r.done = true;
+            }
+        }
+        let path = Dir::Active.file(id);
+        if msg.env.recipients.iter().all(|r| r.done) {
+            // Every recipient is finished: the file goes. No mark is needed first.
+            match std::fs::remove_file(&path) {
+                Ok(()) => log::info!("{id}: removed"),
+                Err(e) => log::warn!("{id}: remove {path}: {e}"),
+            }
+            let _ = std::fs::remove_file(Dir::Defer.file(id));
+            let _ = std::fs::remove_file(Dir::Bounce.file(id));
+            return;
+        }
+        // Some are left: make the finished ones durable before anything else happens.
+        for i in &done {
+            if let Some(r) = msg.env.recipients.get(*i as usize) {
+                if let Err(e) = file::mark_done(&msg.file, r.offset) {
+                    log::warn!("{id}: mark recipient done: {e}");
+                }
+            }
+        }
+        if !done.is_empty() {
+            if let Err(e) = msg.file.sync_data() {
+                log::warn!("{id}: fdatasync: {e}");
+            }
+        }
+        let mut lines = String::new();
+        for o in &deferred {
+            if let Some(r) = msg.env.recipients.get(o.index as usize) {
+                lines.push_str(&policy::defer_line(&r.address, &o.dsn, &o.reason));
+            }
+        }
+        if let Err(e) = append(&Dir::Defer.file(id), &lines) {
+            log::warn!("{id}: write defer/{id}: {e}");
+        }
+        let delay = policy::backoff(age, &self.s);
+        let to = Dir::Deferred.file(id);
+        match std::fs::rename(&path, &to) {
+            Ok(()) => {
+                let when = SystemTime::now() + delay;
+                if let Err(e) = std::fs::File::options()
+                    .write(true)
+                    .open(&to)
+                    .and_then(|f| f.set_modified(when))
+                {
+                    log::warn!("{id}: set retry time: {e}");
+                }
+            }
+            // The operator moved or removed it meanwhile (hold, delete): leave it there.
+            Err(e) => log::warn!("{id}: move to deferred/: {e}"),
+        }
+        let _ = msg.from_deferred;
+    }
+}
+
+fn append(path: &str, text: &str) -> io::Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Queue ids of the complete-looking files in a queue directory, oldest first.
+fn scan(dir: Dir) -> Vec<String> {
+    let mut ids: Vec<String> = match std::fs::read_dir(dir.name()) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| QueueId::parse(n).is_some())
+            .collect(),
+        Err(e) => {
+            log::warn!("scan {}/: {e}", dir.name());
+            Vec::new()
+        }
+    };
+    ids.sort();
+    ids
+}

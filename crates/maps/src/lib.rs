@@ -1,0 +1,54 @@
+//! Petrel's lookup tables: the aliases file and its expansion, `.forward` and `:include:`
+//! files, and the user databases local delivery and authd consult.
+//!
+//! - [`aliases`]: the `/etc/aliases` format ([`aliases::parse`]), the destination lists of
+//!   `.forward` and `:include:` files ([`aliases::parse_destinations`]);
+//! - [`expand`](mod@expand): turning a local recipient into delivery targets by Postfix's
+//!   rules ([`expand()`]);
+//! - [`passwd_file`]: Dovecot's passwd-file format, read and written atomically;
+//! - [`userdb`]: "who is this local user": the system's passwd or a passwd-file.
+//!
+//! Files are parsed from text the caller read, so parsing never touches the file system and
+//! every error names the file and the line.
+#![deny(missing_docs)]
+
+pub mod aliases;
+pub mod expand;
+pub mod passwd_file;
+pub mod userdb;
+
+pub use aliases::{Aliases, Dest};
+pub use expand::{expand, ExpandContext, ExpandError, Target, Via};
+pub use userdb::{User, UserDb};
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A problem in a map file, with the file and (when it has one) the line it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line number, or 0 when the problem is not on one line.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(
+                f,
+                "{}, line {}: {}",
+                self.file.display(),
+                self.line,
+                self.reason
+            )
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        }
+    }
+}
+
+impl std::error::Error for LineError {}
