@@ -64,40 +64,38 @@ fn take_batch(rx: &Mutex<Receiver<(usize, Ready)>>) -> Option<Vec<(usize, Ready)
 
 fn worker(rx: &Mutex<Receiver<(usize, Ready)>>, done: &Sender<Done>, waker: &mio::Waker) {
     while let Some(batch) = take_batch(rx) {
-        let mut results: Vec<(usize, QueueId, String, Option<String>, Result<(), String>)> =
-            Vec::with_capacity(batch.len());
+        let mut finished: Vec<(Done, Option<String>)> = Vec::with_capacity(batch.len());
         for (token, ready) in batch {
             let path = Dir::Incoming.file(ready.id.as_str());
-            let r = ready
+            let result = ready
                 .writer
                 .finish(MODE_COMPLETE)
                 .map(|_| ())
                 .map_err(|e| format!("queue file write error: {e}"));
-            if r.is_err() {
+            if result.is_err() {
                 let _ = std::fs::remove_file(&path);
             }
-            results.push((token, ready.id, ready.summary, ready.maildrop, r));
+            let d = Done {
+                token,
+                id: ready.id,
+                summary: ready.summary,
+                result,
+            };
+            finished.push((d, ready.maildrop));
         }
         if let Err(e) = petrel_queue::spool::fsync_dir(Path::new(Dir::Incoming.name())) {
-            for r in results.iter_mut().filter(|r| r.4.is_ok()) {
-                let _ = std::fs::remove_file(Dir::Incoming.file(r.1.as_str()));
-                r.4 = Err(format!("fsync incoming/: {e}"));
+            for (d, _) in finished.iter_mut().filter(|(d, _)| d.result.is_ok()) {
+                let _ = std::fs::remove_file(Dir::Incoming.file(d.id.as_str()));
+                d.result = Err(format!("fsync incoming/: {e}"));
             }
         }
-        for (token, id, summary, maildrop, result) in results {
-            if result.is_ok() {
-                if let Some(name) = maildrop {
-                    if let Err(e) = std::fs::remove_file(Dir::Maildrop.file(&name)) {
-                        log::warn!("{id}: remove maildrop/{name}: {e}");
-                    }
+        for (d, maildrop) in finished {
+            if let (Ok(()), Some(name)) = (&d.result, maildrop) {
+                if let Err(e) = std::fs::remove_file(Dir::Maildrop.file(&name)) {
+                    log::warn!("{}: remove maildrop/{name}: {e}", d.id);
                 }
             }
-            let _ = done.send(Done {
-                token,
-                id,
-                summary,
-                result,
-            });
+            let _ = done.send(d);
         }
         let _ = waker.wake();
     }

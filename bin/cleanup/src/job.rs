@@ -120,7 +120,10 @@ impl Job {
         let mut rcpts: Vec<Rcpt> = Vec::new();
         for r in recipients {
             if r.address.is_empty() || !valid_address(&r.address) {
-                return Err(Failure::perm("5.1.3", format!("bad recipient address syntax: {:?}", r.address)));
+                return Err(Failure::perm(
+                    "5.1.3",
+                    format!("bad recipient address syntax: {:?}", r.address),
+                ));
             }
             let q = qualify(&r.address, &settings.myorigin);
             if seen.insert(q.to_ascii_lowercase()) {
@@ -185,8 +188,8 @@ impl Job {
             return;
         }
         self.header.extend_from_slice(bytes);
-        let end_seen = self.header.starts_with(b"\n")
-            || self.header.windows(2).any(|w| w == b"\n\n");
+        let end_seen =
+            self.header.starts_with(b"\n") || self.header.windows(2).any(|w| w == b"\n\n");
         if end_seen || self.header.len() > self.settings.header_limit {
             self.flush_header();
         }
@@ -281,7 +284,10 @@ fn create_queue_file() -> Result<(QueueId, String, Writer), Failure> {
 /// maildrop file is moved to corrupt/ (permanent failure).
 pub fn from_maildrop(settings: &Settings, name: &str) -> Result<Ready, Failure> {
     if QueueId::parse(name).is_none() {
-        return Err(Failure::perm("5.3.0", format!("bad maildrop file name {name:?}")));
+        return Err(Failure::perm(
+            "5.3.0",
+            format!("bad maildrop file name {name:?}"),
+        ));
     }
     let path = Dir::Maildrop.file(name);
     let mut f = std::fs::OpenOptions::new()
@@ -300,7 +306,8 @@ pub fn from_maildrop(settings: &Settings, name: &str) -> Result<Ready, Failure> 
         Err(file::ReadError::Corrupt(why)) => return Err(corrupt(name, &why)),
         Err(file::ReadError::Io(e)) => return Err(Failure::temp(format!("read {path}: {e}"))),
     };
-    let content = file::read_content(&f, &env).map_err(|e| Failure::temp(format!("read {path}: {e}")))?;
+    let content =
+        file::read_content(&f, &env).map_err(|e| Failure::temp(format!("read {path}: {e}")))?;
     drop::<File>(f);
     // The submitter is whoever owns the file (postdrop runs as the calling user); the
     // attribute is only a label and may not claim another uid.
@@ -320,7 +327,13 @@ pub fn from_maildrop(settings: &Settings, name: &str) -> Result<Ready, Failure> 
             notify: r.notify,
         })
         .collect();
-    let mut job = match Job::begin(settings, &env.sender, &rcpts, &attrs, Some(name.to_string())) {
+    let mut job = match Job::begin(
+        settings,
+        &env.sender,
+        &rcpts,
+        &attrs,
+        Some(name.to_string()),
+    ) {
         Ok(j) => j,
         Err(f) if !f.temporary => return Err(corrupt(name, &f.reason)),
         Err(f) => return Err(f),

@@ -102,7 +102,11 @@ impl Server {
                     if self
                         .poll
                         .registry()
-                        .register(&mut stream, Token(t), Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            &mut stream,
+                            Token(t),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .is_ok()
                     {
                         self.conns.insert(
@@ -155,7 +159,7 @@ impl Server {
             if conn.committing {
                 return;
             }
-            let frame = match conn.reader.next::<Request>() {
+            let frame = match conn.reader.next_frame::<Request>() {
                 Ok(Some(f)) => f,
                 Ok(None) => return,
                 Err(e) => {
@@ -335,10 +339,11 @@ impl Server {
 
     /// Tells qmgr about a new file. Best effort: qmgr also scans incoming/.
     fn tell_qmgr(&mut self, id: &str) {
-        let frame = match petrel_ipc::encode(&petrel_ipc::qmgr::Notice::Incoming { id: id.to_string() }) {
-            Ok(f) => f,
-            Err(_) => return,
-        };
+        let frame =
+            match petrel_ipc::encode(&petrel_ipc::qmgr::Notice::Incoming { id: id.to_string() }) {
+                Ok(f) => f,
+                Err(_) => return,
+            };
         for _ in 0..2 {
             if self.qmgr.is_none() {
                 self.qmgr = std::os::unix::net::UnixStream::connect("public/qmgr").ok();

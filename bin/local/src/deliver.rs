@@ -45,7 +45,8 @@ impl Agent {
     /// Delivers every recipient of `req`; one outcome each.
     pub fn handle(&mut self, req: &Request) -> Reply {
         let loaded = std::fs::File::open(&req.path).and_then(|mut f| {
-            let env = file::read_envelope(&mut f).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let env =
+                file::read_envelope(&mut f).map_err(|e| std::io::Error::other(e.to_string()))?;
             let content = file::read_content(&f, &env)?;
             Ok(content)
         });
@@ -90,7 +91,10 @@ impl Agent {
 
     fn recipient(&mut self, m: &Msg<'_>, index: u32, rcpt: &str) -> Outcome {
         let result = if m.received > self.hopcount_limit {
-            Err(Problem::Bounce("5.4.6", format!("too many hops ({} Received headers)", m.received)))
+            Err(Problem::Bounce(
+                "5.4.6",
+                format!("too many hops ({} Received headers)", m.received),
+            ))
         } else {
             resolve::resolve(rcpt, &self.s, &mut self.cache)
         };
@@ -164,7 +168,14 @@ impl Agent {
             match forward(m, rcpt, &remote) {
                 Ok(id) => {
                     for a in &remote {
-                        self.log(m, a, Some(rcpt), "2.0.0", Status::Sent, &format!("forwarded as {id}"));
+                        self.log(
+                            m,
+                            a,
+                            Some(rcpt),
+                            "2.0.0",
+                            Status::Sent,
+                            &format!("forwarded as {id}"),
+                        );
                     }
                 }
                 Err(e) => {
@@ -191,7 +202,15 @@ impl Agent {
         }
     }
 
-    fn log(&self, m: &Msg<'_>, to: &str, orig: Option<&str>, dsn: &str, status: Status, reason: &str) {
+    fn log(
+        &self,
+        m: &Msg<'_>,
+        to: &str,
+        orig: Option<&str>,
+        dsn: &str,
+        status: Status,
+        reason: &str,
+    ) {
         let delay = (petrel_queue::now() - m.arrival).max(0.0);
         let status = match status {
             Status::Sent => "sent",
@@ -206,7 +225,10 @@ impl Agent {
     }
 
     fn prefix(m: &Msg<'_>, delivered_to: &str) -> String {
-        format!("Return-Path: <{}>\nDelivered-To: {delivered_to}\n", m.sender)
+        format!(
+            "Return-Path: <{}>\nDelivered-To: {delivered_to}\n",
+            m.sender
+        )
     }
 
     fn mailbox(&mut self, m: &Msg<'_>, index: u32, to: &str, u: &UserKey) -> Copy {
@@ -219,15 +241,23 @@ impl Agent {
         if self.home_mailbox.ends_with('/') {
             let dir = u.home.join(&self.home_mailbox);
             if !u.home.is_dir() {
-                return Copy::Deferred("4.2.0", format!("home directory {} is missing", u.home.display()));
+                return Copy::Deferred(
+                    "4.2.0",
+                    format!("home directory {} is missing", u.home.display()),
+                );
             }
-            let r = privs::as_user(u.uid, u.gid, || deliver_maildir(&dir, &key, m.arrival as u64, &parts));
+            let r = privs::as_user(u.uid, u.gid, || {
+                deliver_maildir(&dir, &key, m.arrival as u64, &parts)
+            });
             match r {
                 Ok(MaildirOutcome::Delivered(_)) => Copy::Sent("delivered to maildir".into()),
                 Ok(MaildirOutcome::AlreadyDelivered(_)) => {
                     Copy::Sent("delivered to maildir by an earlier attempt".into())
                 }
-                Err(e) => Copy::Deferred("4.2.0", format!("cannot update maildir {}: {e}", dir.display())),
+                Err(e) => Copy::Deferred(
+                    "4.2.0",
+                    format!("cannot update maildir {}: {e}", dir.display()),
+                ),
             }
         } else {
             let path = if self.home_mailbox.is_empty() {
@@ -236,7 +266,10 @@ impl Agent {
                 u.home.join(&self.home_mailbox)
             };
             if let Err(e) = precreate(&path, u.uid, u.gid) {
-                return Copy::Deferred("4.2.0", format!("cannot create mailbox {}: {e}", path.display()));
+                return Copy::Deferred(
+                    "4.2.0",
+                    format!("cannot create mailbox {}: {e}", path.display()),
+                );
             }
             let lock = LockPolicy::default();
             let r = privs::as_user(u.uid, u.gid, || {
@@ -244,21 +277,36 @@ impl Agent {
             });
             match r {
                 Ok(()) => Copy::Sent("delivered to mailbox".into()),
-                Err(e) => Copy::Deferred("4.2.0", format!("cannot update mailbox {}: {e}", path.display())),
+                Err(e) => Copy::Deferred(
+                    "4.2.0",
+                    format!("cannot update mailbox {}: {e}", path.display()),
+                ),
             }
         }
     }
 
-    fn file(&mut self, m: &Msg<'_>, index: u32, rcpt: &str, path: &Path, uid: u32, gid: u32) -> Copy {
+    fn file(
+        &mut self,
+        m: &Msg<'_>,
+        index: u32,
+        rcpt: &str,
+        path: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> Copy {
         let prefix = Self::prefix(m, rcpt);
         let parts: [&[u8]; 2] = [prefix.as_bytes(), m.content];
         let text = path.to_string_lossy();
         let r = if text.ends_with('/') {
             let key = format!("{}.R{index}", m.id);
-            privs::as_user(uid, gid, || deliver_maildir(path, &key, m.arrival as u64, &parts).map(|_| ()))
+            privs::as_user(uid, gid, || {
+                deliver_maildir(path, &key, m.arrival as u64, &parts).map(|_| ())
+            })
         } else {
             let lock = LockPolicy::default();
-            privs::as_user(uid, gid, || deliver_mbox(path, m.sender, m.arrival as i64, &parts, &lock))
+            privs::as_user(uid, gid, || {
+                deliver_mbox(path, m.sender, m.arrival as i64, &parts, &lock)
+            })
         };
         match r {
             Ok(()) => Copy::Sent("delivered to file".into()),
@@ -345,10 +393,21 @@ impl Agent {
         let said: String = said.chars().take(200).collect();
         match status.and_then(|s| s.code()) {
             Some(0) => Copy::Sent(format!("delivered to command: {command}")),
-            Some(75) => Copy::Deferred("4.3.0", format!("temporary failure. Command output: {said}")),
-            Some(code) => Copy::Bounced("5.3.0", format!("Command died with status {code}: \"{command}\". Command output: {said}")),
-            None if Instant::now() > deadline => Copy::Deferred("4.3.0", "command time limit exceeded".into()),
-            None => Copy::Bounced("5.3.0", format!("Command killed by a signal: \"{command}\"")),
+            Some(75) => Copy::Deferred(
+                "4.3.0",
+                format!("temporary failure. Command output: {said}"),
+            ),
+            Some(code) => Copy::Bounced(
+                "5.3.0",
+                format!("Command died with status {code}: \"{command}\". Command output: {said}"),
+            ),
+            None if Instant::now() > deadline => {
+                Copy::Deferred("4.3.0", "command time limit exceeded".into())
+            }
+            None => Copy::Bounced(
+                "5.3.0",
+                format!("Command killed by a signal: \"{command}\""),
+            ),
         }
     }
 }
@@ -379,7 +438,8 @@ fn precreate(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 /// Queues a copy for the remote addresses an alias or .forward named, with the original
 /// sender and a Delivered-To header for loop detection.
 fn forward(m: &Msg<'_>, rcpt: &str, to: &[String]) -> Result<String, String> {
-    let mut s = petrel_daemon::connect("private/cleanup", Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    let mut s = petrel_daemon::connect("private/cleanup", Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
     let io = |e: std::io::Error| format!("forward through cleanup: {e}");
     let begin = cleanup::Request::Begin {
         sender: m.sender.to_string(),
@@ -401,7 +461,9 @@ fn forward(m: &Msg<'_>, rcpt: &str, to: &[String]) -> Result<String, String> {
     petrel_ipc::write_frame(&mut s, &cleanup::Request::End).map_err(io)?;
     match petrel_ipc::read_frame::<cleanup::Reply>(&mut s).map_err(io)? {
         Some(Incoming::Msg(cleanup::Reply::Queued { id })) => Ok(id),
-        Some(Incoming::Msg(cleanup::Reply::Failed { dsn, reason, .. })) => Err(format!("{dsn} {reason}")),
+        Some(Incoming::Msg(cleanup::Reply::Failed { dsn, reason, .. })) => {
+            Err(format!("{dsn} {reason}"))
+        }
         _ => Err("cleanup closed the connection".into()),
     }
 }

@@ -55,7 +55,12 @@ fn main() {
             mydestination: c.get_list("mydestination"),
             myorigin: c.get("myorigin"),
             recipient_delimiter: c.get("recipient_delimiter"),
-            alias_maps: c.get_list("alias_maps").into_iter().map(strip_type).map(PathBuf::from).collect(),
+            alias_maps: c
+                .get_list("alias_maps")
+                .into_iter()
+                .map(strip_type)
+                .map(PathBuf::from)
+                .collect(),
             userdb,
             forward_path: c.get_list("forward_path"),
             allow_commands: c.get_list("allow_mail_to_commands"),

@@ -11,7 +11,11 @@ pub fn can_switch() -> bool {
 
 /// Runs `f` with effective uid `uid` and gid `gid` (when running as root), then switches
 /// back, whatever `f` returned.
-pub fn as_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+pub fn as_user<T>(
+    uid: u32,
+    gid: u32,
+    f: impl FnOnce() -> std::io::Result<T>,
+) -> std::io::Result<T> {
     if !can_switch() || uid == 0 {
         return f();
     }

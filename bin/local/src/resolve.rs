@@ -103,7 +103,12 @@ impl AliasCache {
             let text = match std::fs::read_to_string(f) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(e) => return Err(Problem::Defer("4.3.0", format!("cannot read alias file {}: {e}", f.display()))),
+                Err(e) => {
+                    return Err(Problem::Defer(
+                        "4.3.0",
+                        format!("cannot read alias file {}: {e}", f.display()),
+                    ))
+                }
             };
             // A bad line disables only its own entry; it is logged and the rest is used.
             let (a, errors) = aliases::parse_lenient(&text, f);
@@ -188,10 +193,17 @@ fn resolve_local(
     depth: usize,
 ) -> Result<(), Problem> {
     if depth > 10 {
-        return Err(Problem::Bounce("5.4.6", format!("mail forwarding loop for {local}")));
+        return Err(Problem::Bounce(
+            "5.4.6",
+            format!("mail forwarding loop for {local}"),
+        ));
     }
     let base = strip_extension(local, s);
-    let key = if cache.table_with(local).is_some() { local } else { base };
+    let key = if cache.table_with(local).is_some() {
+        local
+    } else {
+        base
+    };
     let targets = match cache.table_with(key) {
         Some(table) => {
             let mut ctx = Ctx { s };
@@ -203,7 +215,9 @@ fn resolve_local(
                         format!("cannot read include file {}: {error}", path.display()),
                     ))
                 }
-                Err(e @ ExpandError::Loop(_)) => return Err(Problem::Bounce("5.4.6", e.to_string())),
+                Err(e @ ExpandError::Loop(_)) => {
+                    return Err(Problem::Bounce("5.4.6", e.to_string()))
+                }
                 Err(e) => return Err(Problem::Bounce("5.3.5", e.to_string())),
             }
         }
@@ -216,9 +230,14 @@ fn resolve_local(
                 let user = match s.userdb.lookup(&name) {
                     Ok(Some(u)) => UserKey::from(u),
                     Ok(None) => {
-                        return Err(Problem::Bounce("5.1.1", format!("unknown user: \"{name}\"")))
+                        return Err(Problem::Bounce(
+                            "5.1.1",
+                            format!("unknown user: \"{name}\""),
+                        ))
                     }
-                    Err(e) => return Err(Problem::Defer("4.3.0", format!("user lookup {name}: {e}"))),
+                    Err(e) => {
+                        return Err(Problem::Defer("4.3.0", format!("user lookup {name}: {e}")))
+                    }
                 };
                 if seen_forward.insert(user.name.clone()) {
                     if let Some(dests) = read_forward(&user, s)? {
@@ -290,7 +309,10 @@ fn read_forward(user: &UserKey, s: &Settings) -> Result<Option<Vec<Dest>>, Probl
             Ok(m) => m,
             Err(_) => continue,
         };
-        if !meta.is_file() || (meta.uid() != user.uid && meta.uid() != 0) || meta.mode() & 0o022 != 0 {
+        if !meta.is_file()
+            || (meta.uid() != user.uid && meta.uid() != 0)
+            || meta.mode() & 0o022 != 0
+        {
             log::warn!(
                 "{}: not owned by {} or writable by others; ignored",
                 path.display(),
@@ -305,7 +327,11 @@ fn read_forward(user: &UserKey, s: &Settings) -> Result<Option<Vec<Dest>>, Probl
             Ok(d) => Ok(Some(d)),
             Err(errors) => Err(Problem::Defer(
                 "4.3.0",
-                errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "),
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             )),
         };
     }
@@ -327,11 +353,15 @@ fn forward_targets(
             Dest::Address(a) => {
                 let own = a.strip_prefix('\\');
                 match (own, local_name(&a, s)) {
-                    (Some(name), _) if strip_extension(&name.to_ascii_lowercase(), s) == user.name => {
+                    (Some(name), _)
+                        if strip_extension(&name.to_ascii_lowercase(), s) == user.name =>
+                    {
                         out.push(Final::Mailbox(user.clone()))
                     }
                     (_, Some(name)) if name == user.name => out.push(Final::Mailbox(user.clone())),
-                    (_, Some(name)) => resolve_local(&name, s, cache, out, seen_forward, depth + 1)?,
+                    (_, Some(name)) => {
+                        resolve_local(&name, s, cache, out, seen_forward, depth + 1)?
+                    }
                     (_, None) => out.push(Final::Remote(a)),
                 }
             }
@@ -348,7 +378,10 @@ fn forward_targets(
                 user: user.name.clone(),
             }),
             Dest::Include(_) => {
-                return Err(Problem::Bounce("5.7.1", ":include: is not allowed in .forward".into()))
+                return Err(Problem::Bounce(
+                    "5.7.1",
+                    ":include: is not allowed in .forward".into(),
+                ))
             }
             _ => {
                 return Err(Problem::Bounce(
@@ -414,14 +447,26 @@ mod tests {
     fn users_aliases_extensions_and_unknowns() {
         let (_d, s) = setup("team: alice, bob, carol@elsewhere.test\npostmaster: alice\n");
         let mut c = AliasCache::default();
-        assert_eq!(names(&resolve("alice@example.org", &s, &mut c).unwrap()), vec!["mbox:alice"]);
-        assert_eq!(names(&resolve("Alice+news@EXAMPLE.org", &s, &mut c).unwrap()), vec!["mbox:alice"]);
+        assert_eq!(
+            names(&resolve("alice@example.org", &s, &mut c).unwrap()),
+            vec!["mbox:alice"]
+        );
+        assert_eq!(
+            names(&resolve("Alice+news@EXAMPLE.org", &s, &mut c).unwrap()),
+            vec!["mbox:alice"]
+        );
         assert_eq!(
             names(&resolve("team@localhost", &s, &mut c).unwrap()),
             vec!["mbox:alice", "mbox:bob", "remote:carol@elsewhere.test"]
         );
-        assert_eq!(names(&resolve("x@remote.test", &s, &mut c).unwrap()), vec!["remote:x@remote.test"]);
-        assert_eq!(names(&resolve("double-bounce@example.org", &s, &mut c).unwrap()), vec!["discard"]);
+        assert_eq!(
+            names(&resolve("x@remote.test", &s, &mut c).unwrap()),
+            vec!["remote:x@remote.test"]
+        );
+        assert_eq!(
+            names(&resolve("double-bounce@example.org", &s, &mut c).unwrap()),
+            vec!["discard"]
+        );
         match resolve("nobody@example.org", &s, &mut c) {
             Err(Problem::Bounce("5.1.1", m)) => assert!(m.contains("unknown user: \"nobody\"")),
             other => panic!("{other:?}"),
@@ -432,7 +477,10 @@ mod tests {
     fn alias_loops_bounce() {
         let (_d, s) = setup("a: b\nb: a\n");
         let mut c = AliasCache::default();
-        assert!(matches!(resolve("a@example.org", &s, &mut c), Err(Problem::Bounce("5.4.6", _))));
+        assert!(matches!(
+            resolve("a@example.org", &s, &mut c),
+            Err(Problem::Bounce("5.4.6", _))
+        ));
     }
 
     #[test]
@@ -456,9 +504,18 @@ mod tests {
     fn commands_and_files_follow_the_allow_lists() {
         let (_d, mut s) = setup("log: /tmp/petrel-log-file\nprog: \"|cat > /dev/null\"\n");
         let mut c = AliasCache::default();
-        assert_eq!(names(&resolve("log@example.org", &s, &mut c).unwrap()), vec!["file:/tmp/petrel-log-file"]);
-        assert_eq!(names(&resolve("prog@example.org", &s, &mut c).unwrap()), vec!["cmd:cat > /dev/null"]);
+        assert_eq!(
+            names(&resolve("log@example.org", &s, &mut c).unwrap()),
+            vec!["file:/tmp/petrel-log-file"]
+        );
+        assert_eq!(
+            names(&resolve("prog@example.org", &s, &mut c).unwrap()),
+            vec!["cmd:cat > /dev/null"]
+        );
         s.allow_commands = vec![];
-        assert!(matches!(resolve("prog@example.org", &s, &mut c), Err(Problem::Bounce("5.7.1", _))));
+        assert!(matches!(
+            resolve("prog@example.org", &s, &mut c),
+            Err(Problem::Bounce("5.7.1", _))
+        ));
     }
 }

@@ -26,7 +26,9 @@ pub fn submit(to: &str, message: &[u8]) -> Result<String, String> {
     petrel_ipc::write_frame(&mut s, &Request::End).map_err(io)?;
     match petrel_ipc::read_frame::<Reply>(&mut s).map_err(io)? {
         Some(Incoming::Msg(Reply::Queued { id })) => Ok(id),
-        Some(Incoming::Msg(Reply::Failed { dsn, reason, .. })) => Err(format!("cleanup: {dsn} {reason}")),
+        Some(Incoming::Msg(Reply::Failed { dsn, reason, .. })) => {
+            Err(format!("cleanup: {dsn} {reason}"))
+        }
         _ => Err("cleanup closed the connection".into()),
     }
 }

@@ -35,7 +35,9 @@ fn main() {
         mydestination: c.get_list("mydestination"),
         minimal_backoff: c.get_time("minimal_backoff_time"),
         maximal_backoff: c.get_time("maximal_backoff_time"),
-        queue_run_delay: c.get_time("queue_run_delay").max(std::time::Duration::from_secs(1)),
+        queue_run_delay: c
+            .get_time("queue_run_delay")
+            .max(std::time::Duration::from_secs(1)),
         maximal_queue_lifetime: c.get_time("maximal_queue_lifetime"),
         bounce_queue_lifetime: c.get_time("bounce_queue_lifetime"),
         local_concurrency: c.get_int("local_concurrency_limit").max(1) as usize,

@@ -188,7 +188,11 @@ impl Manager {
 
     fn load(&mut self, id: String, from_deferred: bool) {
         let path = Dir::Active.file(&id);
-        let mut f = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+        let mut f = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) => {
                 log::warn!("{id}: open {path}: {e}");
@@ -200,8 +204,10 @@ impl Manager {
             Err(file::ReadError::Corrupt(why)) => {
                 let to = Dir::Corrupt.file(&id);
                 match std::fs::rename(&path, &to) {
-                    Ok(()) => log::warn!("{id}: {why}; moved to corrupt/"),
-                    Err(e) => log::error!("{id}: {why}; cannot move to corrupt/: {e}"),
+                    Ok(()) => log::warn!("{id}: corrupt queue file: {why}; moved to corrupt/"),
+                    Err(e) => log::error!(
+                        "{id}: corrupt queue file: {why}; cannot move it to corrupt/: {e}"
+                    ),
                 }
                 return;
             }
@@ -317,7 +323,7 @@ impl Manager {
                 }
             }
             loop {
-                match n.reader.next::<Notice>() {
+                match n.reader.next_frame::<Notice>() {
                     Ok(Some(m)) => notices.push(m),
                     Ok(None) => break,
                     Err(e) => {
@@ -420,7 +426,11 @@ impl Manager {
                 let t = self.token();
                 self.poll
                     .registry()
-                    .register(&mut stream, Token(t), Interest::READABLE | Interest::WRITABLE)
+                    .register(
+                        &mut stream,
+                        Token(t),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
                     .ok()?;
                 self.agents.insert(
                     t,
@@ -501,7 +511,7 @@ impl Manager {
                 }
             }
             loop {
-                match agent.reader.next::<delivery::Reply>() {
+                match agent.reader.next_frame::<delivery::Reply>() {
                     Ok(Some(Incoming::Msg(r))) => replies.push(r),
                     Ok(Some(Incoming::Trigger)) => {}
                     Ok(None) => break,
@@ -624,7 +634,10 @@ impl Manager {
                             r.address,
                             age.as_secs_f64()
                         );
-                        format!("message expired after {} s in the queue: {last}", age.as_secs())
+                        format!(
+                            "message expired after {} s in the queue: {last}",
+                            age.as_secs()
+                        )
                     } else {
                         o.reason.clone()
                     };
@@ -653,7 +666,10 @@ impl Manager {
                     sender: &msg.env.sender,
                     arrival: msg.env.arrival,
                     envid: msg.env.attr("envid").unwrap_or(""),
-                    headers_only: msg.env.attr("ret").is_some_and(|r| r.eq_ignore_ascii_case("HDRS")),
+                    headers_only: msg
+                        .env
+                        .attr("ret")
+                        .is_some_and(|r| r.eq_ignore_ascii_case("HDRS")),
                     original: &original,
                     recipients: failed,
                 };
@@ -665,7 +681,11 @@ impl Manager {
                     Err(e) => {
                         // Try again later: the recipients stay pending, the notice is rebuilt.
                         log::warn!("{id}: cannot send non-delivery notification: {e}");
-                        deferred.extend(msg.outcomes.iter().filter(|o| failed_idx.contains(&o.index)));
+                        deferred.extend(
+                            msg.outcomes
+                                .iter()
+                                .filter(|o| failed_idx.contains(&o.index)),
+                        );
                     }
                 }
             }

@@ -67,12 +67,12 @@ pub fn defer_line(address: &str, dsn: &str, reason: &str) -> String {
 /// The last recorded (dsn, reason) for `address` in the text of `defer/ID`.
 pub fn last_defer_reason(text: &str, address: &str) -> Option<(String, String)> {
     text.lines()
+        .rev()
         .filter_map(|l| {
             let mut p = l.splitn(3, '\t');
             Some((p.next()?, p.next()?, p.next()?))
         })
-        .filter(|(a, _, _)| *a == address)
-        .last()
+        .find(|(a, _, _)| *a == address)
         .map(|(_, d, r)| (d.to_string(), r.to_string()))
 }
 
@@ -101,15 +101,27 @@ mod tests {
         assert_eq!(transport_for("bob@EXAMPLE.org", &s.mydestination), "local");
         assert_eq!(transport_for("bob@example.org.", &s.mydestination), "local");
         assert_eq!(transport_for("bob@other.test", &s.mydestination), "smtp");
-        assert_eq!(transport_for("\"a@b\"@other.test", &s.mydestination), "smtp");
+        assert_eq!(
+            transport_for("\"a@b\"@other.test", &s.mydestination),
+            "smtp"
+        );
     }
 
     #[test]
     fn backoff_doubles_within_bounds() {
         let s = settings();
-        assert_eq!(backoff(Duration::from_secs(0), &s), Duration::from_secs(300));
-        assert_eq!(backoff(Duration::from_secs(1000), &s), Duration::from_secs(1000));
-        assert_eq!(backoff(Duration::from_secs(99999), &s), Duration::from_secs(4000));
+        assert_eq!(
+            backoff(Duration::from_secs(0), &s),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            backoff(Duration::from_secs(1000), &s),
+            Duration::from_secs(1000)
+        );
+        assert_eq!(
+            backoff(Duration::from_secs(99999), &s),
+            Duration::from_secs(4000)
+        );
     }
 
     #[test]
@@ -132,8 +144,14 @@ mod tests {
             defer_line("c@d", "4.4.1", "x\ty"),
             defer_line("a@b", "4.3.0", "disk full")
         );
-        assert_eq!(last_defer_reason(&text, "a@b"), Some(("4.3.0".into(), "disk full".into())));
-        assert_eq!(last_defer_reason(&text, "c@d"), Some(("4.4.1".into(), "x y".into())));
+        assert_eq!(
+            last_defer_reason(&text, "a@b"),
+            Some(("4.3.0".into(), "disk full".into()))
+        );
+        assert_eq!(
+            last_defer_reason(&text, "c@d"),
+            Some(("4.4.1".into(), "x y".into()))
+        );
         assert_eq!(last_defer_reason(&text, "e@f"), None);
     }
 }

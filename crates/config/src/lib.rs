@@ -46,7 +46,13 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}, line {}: {}", self.file.display(), self.line, self.reason)
+            write!(
+                f,
+                "{}, line {}: {}",
+                self.file.display(),
+                self.line,
+                self.reason
+            )
         } else {
             write!(f, "{}: {}", self.file.display(), self.reason)
         }
@@ -115,7 +121,9 @@ impl Config {
                 reason,
             };
             let Some((name, value)) = logical.split_once('=') else {
-                return Err(err(format!("missing '=' after parameter name: {logical:?}")));
+                return Err(err(format!(
+                    "missing '=' after parameter name: {logical:?}"
+                )));
             };
             let name = name.trim();
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
@@ -134,7 +142,8 @@ impl Config {
                     file.display()
                 ));
             }
-            cfg.set.insert(name.to_string(), (value, Origin::File(line_no)));
+            cfg.set
+                .insert(name.to_string(), (value, Origin::File(line_no)));
         }
         Ok(cfg)
     }
@@ -198,7 +207,8 @@ impl Config {
 
     /// Expands `$name` references in `text` against this configuration.
     pub fn expand(&self, text: &str) -> String {
-        self.expand_checked(text, &mut Vec::new()).unwrap_or_default()
+        self.expand_checked(text, &mut Vec::new())
+            .unwrap_or_default()
     }
 
     fn expand_checked(&self, text: &str, stack: &mut Vec<String>) -> Result<String, String> {
@@ -217,9 +227,9 @@ impl Config {
                     Some(end) => (&r[..end], end + 2),
                     None => return Err(format!("unterminated $( in {text:?}")),
                 }
-            } else if after.starts_with('$') {
+            } else if let Some(r) = after.strip_prefix('$') {
                 out.push('$');
-                rest = &after[1..];
+                rest = r;
                 continue;
             } else {
                 let end = after
@@ -371,7 +381,11 @@ pub fn parse_time(v: &str) -> Result<Duration, String> {
         "h" => 3600,
         "d" => 86400,
         "w" => 7 * 86400,
-        _ => return Err(format!("{v:?}: unknown time unit {unit:?} (use s, m, h, d or w)")),
+        _ => {
+            return Err(format!(
+                "{v:?}: unknown time unit {unit:?} (use s, m, h, d or w)"
+            ))
+        }
     };
     Ok(Duration::from_secs(n.saturating_mul(mult)))
 }
@@ -423,11 +437,16 @@ mod tests {
 
     #[test]
     fn expansion_in_all_three_forms_and_late_binding() {
-        let c = parse("myorigin = ${mydomain}\nmydomain = example.org\nrelayhost = $(myorigin) $$x $home\n")
-            .unwrap();
+        let c = parse(
+            "myorigin = ${mydomain}\nmydomain = example.org\nrelayhost = $(myorigin) $$x $home\n",
+        )
+        .unwrap();
         assert_eq!(c.get("myorigin"), "example.org");
         assert_eq!(c.get("relayhost"), "example.org $x $home");
-        assert_eq!(c.get("mydestination"), format!("{}, localhost.example.org, localhost", c.get("myhostname")));
+        assert_eq!(
+            c.get("mydestination"),
+            format!("{}, localhost.example.org, localhost", c.get("myhostname"))
+        );
     }
 
     #[test]
@@ -442,7 +461,10 @@ mod tests {
     #[test]
     fn missing_equals_names_file_and_line() {
         let e = parse("myhostname = a\nthis is wrong\n").unwrap_err();
-        assert_eq!(e.to_string(), "/etc/petrel/petrel.conf, line 2: missing '=' after parameter name: \"this is wrong\"");
+        assert_eq!(
+            e.to_string(),
+            "/etc/petrel/petrel.conf, line 2: missing '=' after parameter name: \"this is wrong\""
+        );
     }
 
     #[test]
@@ -469,7 +491,10 @@ mod tests {
     #[test]
     fn times_and_overrides() {
         let mut c = parse("maximal_queue_lifetime = 2d\n").unwrap();
-        assert_eq!(c.get_time("maximal_queue_lifetime"), Duration::from_secs(172800));
+        assert_eq!(
+            c.get_time("maximal_queue_lifetime"),
+            Duration::from_secs(172800)
+        );
         assert_eq!(c.get_time("queue_run_delay"), Duration::from_secs(300));
         c.apply_override_arg("queue_run_delay=1m").unwrap();
         assert_eq!(c.get_time("queue_run_delay"), Duration::from_secs(60));

@@ -144,7 +144,11 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<Service>, ConfigError> {
                     port,
                 }
             }
-            other => return Err(err(format!("unknown service type {other:?} (use inet or unix)"))),
+            other => {
+                return Err(err(format!(
+                    "unknown service type {other:?} (use inet or unix)"
+                )))
+            }
         };
         let private = yn(f[2], true, "private")?;
         let unpriv = yn(f[3], true, "unpriv")?;
@@ -161,7 +165,11 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<Service>, ConfigError> {
                 .parse::<u32>()
                 .ok()
                 .filter(|&n| (1..=1000).contains(&n))
-                .ok_or_else(|| err(format!("maxproc must be a number from 1 to 1000, not {m:?}")))?,
+                .ok_or_else(|| {
+                    err(format!(
+                        "maxproc must be a number from 1 to 1000, not {m:?}"
+                    ))
+                })?,
         };
         let command = f[7].to_string();
         if command.contains('/') {
@@ -182,9 +190,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<Service>, ConfigError> {
             line,
         };
         for o in svc.overrides() {
-            let name = o.split_once('=').map(|(n, _)| n).ok_or_else(|| {
-                err(format!("-o {o}: expected name=value"))
-            })?;
+            let name = o
+                .split_once('=')
+                .map(|(n, _)| n)
+                .ok_or_else(|| err(format!("-o {o}: expected name=value")))?;
             if params::lookup(name).is_none() {
                 return Err(err(format!("-o {o}: unknown parameter {name}")));
             }
@@ -245,7 +254,10 @@ pickup    unix  n  -  n  60? 1  pickup
             ("x:99999 inet n - n - 1 x\n", "bad port"),
             ("a unix n - n - 1 /bin/sh\n", "program name"),
             ("a unix n - n - 1 x -o bogus=1\n", "unknown parameter bogus"),
-            ("a unix n - n - 1 x\na unix n - n - 1 y\n", "duplicate service"),
+            (
+                "a unix n - n - 1 x\na unix n - n - 1 y\n",
+                "duplicate service",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text, Path::new("services.conf")).unwrap_err();

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub const LISTEN_FD: i32 = 3;
 /// Environment variable master sets to tell a child fd 3 is its listener.
 pub const LISTEN_ENV: &str = "PETREL_LISTEN_FD";
+/// Environment variable master sets to its own pid, so a child can tell it lost master.
+pub const MASTER_PID_ENV: &str = "PETREL_MASTER_PID";
 
 /// What the program needs to keep when it runs as root (unpriv `n`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +79,9 @@ fn parse_args(program: &str, argv: &[String]) -> Result<Parsed, String> {
             }
             "-u" => p.unpriv = true,
             "-r" => p.chroot = true,
-            "-o" => p.overrides.push(it.next().ok_or("-o needs name=value")?.clone()),
+            "-o" => p
+                .overrides
+                .push(it.next().ok_or("-o needs name=value")?.clone()),
             "--" => {
                 p.rest.extend(it.by_ref().cloned());
             }
@@ -172,12 +176,18 @@ pub fn mail_owner(cfg: &Config) -> Result<(nix::unistd::Uid, nix::unistd::Gid), 
 
 fn drop_privileges(cfg: &Config, p: &Parsed, needs: RootNeeds) -> Result<(), String> {
     use caps::{CapSet, Capability};
+    // Look the user up while /etc/passwd is still in sight.
+    let owner = if p.unpriv {
+        Some(mail_owner(cfg)?)
+    } else {
+        None
+    };
     if p.chroot {
-        nix::unistd::chroot(".").map_err(|e| format!("chroot {}: {e}", cfg.get("queue_directory")))?;
+        nix::unistd::chroot(".")
+            .map_err(|e| format!("chroot {}: {e}", cfg.get("queue_directory")))?;
         std::env::set_current_dir("/").map_err(|e| format!("chdir / in chroot: {e}"))?;
     }
-    if p.unpriv {
-        let (uid, gid) = mail_owner(cfg)?;
+    if let Some((uid, gid)) = owner {
         nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
         nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid: {e}"))?;
         nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid: {e}"))?;
@@ -227,16 +237,30 @@ fn drop_privileges(cfg: &Config, p: &Parsed, needs: RootNeeds) -> Result<(), Str
 fn die_with_parent() {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and affects only this process.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
-    if nix::unistd::getppid().as_raw() == 1 && std::env::var_os(LISTEN_ENV).is_some() {
+    // Master may have gone between fork and the prctl: then our parent is someone else.
+    // (Comparing with master's pid, not with 1, keeps this right when master is pid 1.)
+    let master = std::env::var(MASTER_PID_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    if master.is_some_and(|m| nix::unistd::getppid().as_raw() != m) {
         std::process::exit(0);
     }
 }
 
 /// Connects to a service socket under the queue directory (`private/cleanup`), with a
 /// timeout for every read and write.
-pub fn connect(path: &str, timeout: std::time::Duration) -> std::io::Result<std::os::unix::net::UnixStream> {
+pub fn connect(
+    path: &str,
+    timeout: std::time::Duration,
+) -> std::io::Result<std::os::unix::net::UnixStream> {
     let s = std::os::unix::net::UnixStream::connect(path)
         .map_err(|e| std::io::Error::new(e.kind(), format!("connect to {path}: {e}")))?;
     s.set_read_timeout(Some(timeout))?;

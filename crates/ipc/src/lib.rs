@@ -156,7 +156,7 @@ impl FrameReader {
     }
 
     /// The next complete frame, if one is buffered.
-    pub fn next<T: Protocol>(&mut self) -> Result<Option<Incoming<T>>, ProtocolError> {
+    pub fn next_frame<T: Protocol>(&mut self) -> Result<Option<Incoming<T>>, ProtocolError> {
         let avail = &self.buf[self.start..];
         if avail.len() < 4 {
             return Ok(None);
@@ -372,7 +372,7 @@ mod tests {
             let mut got = Vec::new();
             for piece in bytes.chunks(chunk) {
                 r.feed(piece);
-                while let Some(m) = r.next::<cleanup::Request>().unwrap() {
+                while let Some(m) = r.next_frame::<cleanup::Request>().unwrap() {
                     got.push(m);
                 }
             }
@@ -391,14 +391,14 @@ mod tests {
         let frame = encode(&qmgr::Notice::Flush).unwrap();
         let mut r = FrameReader::new();
         r.feed(&frame);
-        let e = r.next::<cleanup::Request>().unwrap_err();
+        let e = r.next_frame::<cleanup::Request>().unwrap_err();
         assert!(e.0.contains("expected 17"), "{e}");
         let mut r = FrameReader::new();
         r.feed(&[0xff, 0xff, 0xff, 0xff, 1]);
-        assert!(r.next::<qmgr::Notice>().is_err());
+        assert!(r.next_frame::<qmgr::Notice>().is_err());
         let mut r = FrameReader::new();
         r.feed(&[0, 0, 0, 3, 0x21, 0xff, 0xff]);
-        assert!(r.next::<qmgr::Notice>().is_err(), "garbage body");
+        assert!(r.next_frame::<qmgr::Notice>().is_err(), "garbage body");
         let mut empty = std::io::Cursor::new(Vec::<u8>::new());
         assert!(read_frame::<qmgr::Notice>(&mut empty).unwrap().is_none());
     }

@@ -132,7 +132,9 @@ pub fn init(program: &str, cfg: &Config, also_stderr: bool) {
         {
             Ok(f) => Sink::File(f),
             Err(e) => {
-                eprintln!("{name}: warning: cannot open maillog_file {file}: {e}; logging to stderr");
+                eprintln!(
+                    "{name}: warning: cannot open maillog_file {file}: {e}; logging to stderr"
+                );
                 Sink::Stderr
             }
         }
@@ -153,7 +155,12 @@ pub fn init(program: &str, cfg: &Config, also_stderr: bool) {
 
 /// Logging to standard error only (before a configuration is loaded, or for tools).
 pub fn init_stderr(program: &str) {
-    init_with(format!("petrel/{program}"), "localhost".into(), Sink::Stderr, false);
+    init_with(
+        format!("petrel/{program}"),
+        "localhost".into(),
+        Sink::Stderr,
+        false,
+    );
 }
 
 fn init_with(program: String, host: String, sink: Sink, also_stderr: bool) {

@@ -151,10 +151,7 @@ fn quote_phrase(s: &str) -> String {
     {
         clean
     } else {
-        format!(
-            "\"{}\"",
-            clean.replace('\\', "\\\\").replace('"', "\\\"")
-        )
+        format!("\"{}\"", clean.replace('\\', "\\\\").replace('"', "\\\""))
     }
 }
 
@@ -188,13 +185,22 @@ mod tests {
         assert!(out.starts_with("Received: by mail.example.org (Petrel, from userid 1000)\n\tid QID\n\tfor <bob@example.org>; "), "{out}");
         assert!(out.contains("\nSubject: hi\nMessage-ID: <"), "{out}");
         assert!(out.contains("@mail.example.org>\nDate: "));
-        assert!(out.contains("\nFrom: \"Alice Q. Smith\" <alice@example.org>\n\nbody\n"), "{out}");
+        assert!(
+            out.contains("\nFrom: \"Alice Q. Smith\" <alice@example.org>\n\nbody\n"),
+            "{out}"
+        );
     }
 
     #[test]
     fn present_headers_are_kept_and_not_duplicated() {
         let r = vec!["a@b".to_string(), "c@d".to_string()];
-        let c = ctx(&r, Origin::Local { uid: "0".into(), fullname: String::new() });
+        let c = ctx(
+            &r,
+            Origin::Local {
+                uid: "0".into(),
+                fullname: String::new(),
+            },
+        );
         let msg = b"From: x@y\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <m@x>\n\nbody";
         let out = String::from_utf8(rewrite(&c, msg)).unwrap();
         assert_eq!(out.matches("From:").count(), 1);

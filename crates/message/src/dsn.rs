@@ -112,7 +112,11 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
         s.push_str(&format!("\nFinal-Recipient: rfc822; {}\n", x.address));
         if !x.orcpt.is_empty() {
             let (kind, addr) = x.orcpt.split_once(';').unwrap_or(("rfc822", &x.orcpt));
-            s.push_str(&format!("Original-Recipient: {}; {}\n", kind.trim(), addr.trim()));
+            s.push_str(&format!(
+                "Original-Recipient: {}; {}\n",
+                kind.trim(),
+                addr.trim()
+            ));
         }
         s.push_str(&format!(
             "Action: {}\nStatus: {}\nDiagnostic-Code: X-Petrel; {}\n",
@@ -127,7 +131,11 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
     // Part 3: the original.
     let block = crate::HeaderBlock::scan(r.original);
     let (ctype, desc, body): (&str, &str, &[u8]) = if r.headers_only {
-        ("text/rfc822-headers", "Undelivered Message Headers", &r.original[..block.header_end])
+        (
+            "text/rfc822-headers",
+            "Undelivered Message Headers",
+            &r.original[..block.header_end],
+        )
     } else {
         ("message/rfc822", "Undelivered Message", r.original)
     };
@@ -144,7 +152,9 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
 }
 
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -175,7 +185,9 @@ mod tests {
         let out = String::from_utf8(build(&r)).unwrap();
         assert!(out.contains("Subject: Undelivered Mail Returned to Sender\n"));
         assert!(out.contains("Content-Type: multipart/report; report-type=delivery-status;"));
-        assert!(out.contains("Content-Type: message/delivery-status\n\nReporting-MTA: dns; mail.example.org\n"));
+        assert!(out.contains(
+            "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mail.example.org\n"
+        ));
         assert!(out.contains("Original-Envelope-Id: env-1\n"));
         assert!(out.contains("Final-Recipient: rfc822; nobody@example.org\nOriginal-Recipient: rfc822; Nobody@example.org\nAction: failed\nStatus: 5.1.1\n"));
         assert!(out.contains("Content-Type: message/rfc822\nContent-Transfer-Encoding: 8bit\n\nFrom: a@b\nSubject: hello\n\nthe body\n"));

@@ -82,7 +82,9 @@ impl HeaderBlock {
 
     /// True when a field named `name` (any case) is present.
     pub fn has(&self, name: &str) -> bool {
-        self.fields.iter().any(|f| f.name.eq_ignore_ascii_case(name))
+        self.fields
+            .iter()
+            .any(|f| f.name.eq_ignore_ascii_case(name))
     }
 
     /// How many fields named `name`.

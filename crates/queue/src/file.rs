@@ -235,7 +235,10 @@ pub fn read_envelope(f: &mut File) -> Result<Envelope, ReadError> {
         return Err(ReadError::Corrupt("bad magic number".into()));
     }
     if magic[7] != MAGIC[7] {
-        return Err(ReadError::Corrupt(format!("unsupported version {}", magic[7])));
+        return Err(ReadError::Corrupt(format!(
+            "unsupported version {}",
+            magic[7]
+        )));
     }
     let mut env = Envelope::default();
     let mut pos = MAGIC.len() as u64;
@@ -278,7 +281,10 @@ pub fn read_envelope(f: &mut File) -> Result<Envelope, ReadError> {
         r.read_exact(&mut payload)?;
         pos += u64::from(len);
         let text = String::from_utf8(payload).map_err(|_| {
-            ReadError::Corrupt(format!("record {:?} at offset {at} is not UTF-8", kind as char))
+            ReadError::Corrupt(format!(
+                "record {:?} at offset {at} is not UTF-8",
+                kind as char
+            ))
         })?;
         let bad = |what: &str| ReadError::Corrupt(format!("{what} at offset {at}"));
         match kind {
@@ -291,7 +297,9 @@ pub fn read_envelope(f: &mut File) -> Result<Envelope, ReadError> {
                 seen_sender = true;
             }
             rec::ATTR if seen_sender && !seen_msg => {
-                let (n, v) = text.split_once('=').ok_or_else(|| bad("attribute without '='"))?;
+                let (n, v) = text
+                    .split_once('=')
+                    .ok_or_else(|| bad("attribute without '='"))?;
                 env.attrs.push((n.to_string(), v.to_string()));
             }
             rec::RCPT | rec::RCPT_DONE if seen_sender && !seen_msg => {
@@ -354,13 +362,21 @@ pub fn dump(f: &mut File, with_body: bool) -> Result<String, ReadError> {
     let secs = env.arrival as i64;
     let _ = writeln!(s, "*** ENVELOPE RECORDS ***");
     let _ = writeln!(s, "message_size: {}", env.content_len);
-    let _ = writeln!(s, "message_arrival_time: {secs} ({})", crate::rfc2822_date(secs));
+    let _ = writeln!(
+        s,
+        "message_arrival_time: {secs} ({})",
+        crate::rfc2822_date(secs)
+    );
     let _ = writeln!(s, "sender: {}", env.sender);
     for (n, v) in &env.attrs {
         let _ = writeln!(s, "named_attribute: {n}={v}");
     }
     for r in &env.recipients {
-        let label = if r.done { "done_recipient" } else { "recipient" };
+        let label = if r.done {
+            "done_recipient"
+        } else {
+            "recipient"
+        };
         let _ = write!(s, "{label}: {}", r.address);
         if !r.orcpt.is_empty() {
             let _ = write!(s, " orcpt={}", r.orcpt);
@@ -415,7 +431,11 @@ mod tests {
     fn round_trip_and_mark_done() {
         let d = tempfile::tempdir().unwrap();
         let (path, offs) = sample(d.path());
-        let mut f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         assert!(is_complete(&f.metadata().unwrap()));
         let env = read_envelope(&mut f).unwrap();
         assert_eq!(env.sender, "alice@example.org");
@@ -432,10 +452,15 @@ mod tests {
         assert!(!env2.recipients[0].done);
         assert!(env2.recipients[1].done);
         assert_eq!(env2.pending().count(), 1);
-        assert!(mark_done(&f, offs[1] + 1).is_err(), "only recipient records can be marked");
+        assert!(
+            mark_done(&f, offs[1] + 1).is_err(),
+            "only recipient records can be marked"
+        );
         let text = dump(&mut f, true).unwrap();
         assert!(text.contains("done_recipient: carol@example.org"), "{text}");
-        assert!(text.contains("recipient: bob@example.org orcpt=rfc822;bob@example.org notify=FAILURE"));
+        assert!(
+            text.contains("recipient: bob@example.org orcpt=rfc822;bob@example.org notify=FAILURE")
+        );
         assert!(text.contains("body\n*** END OF MESSAGE ***"));
     }
 

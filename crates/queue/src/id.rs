@@ -90,16 +90,25 @@ mod tests {
     fn ids_are_unique_sortable_and_parse() {
         let mut ids: Vec<QueueId> = (0..2000).map(|_| QueueId::new()).collect();
         for w in ids.windows(2) {
-            assert!(w[0].as_str()[..11] <= w[1].as_str()[..11], "time part sorts");
+            assert!(
+                w[0].as_str()[..11] <= w[1].as_str()[..11],
+                "time part sorts"
+            );
         }
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 2000, "no two ids alike from one process");
         let id = &ids[0];
         assert_eq!(QueueId::parse(id.as_str()).as_ref(), Some(id));
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(now - id.timestamp() < 5);
         assert!(QueueId::parse("../etc/passwd").is_none());
-        assert!(QueueId::parse("EEEEEEEEEEEEEEE").is_none(), "E, I, O, U are not used");
+        assert!(
+            QueueId::parse("EEEEEEEEEEEEEEE").is_none(),
+            "E, I, O, U are not used"
+        );
     }
 }

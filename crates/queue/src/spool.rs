@@ -146,7 +146,10 @@ pub fn create(root: &Path, ids: Option<Ids>) -> io::Result<()> {
 pub fn check(root: &Path, ids: Option<Ids>) -> Vec<String> {
     let mut problems = Vec::new();
     if !root.is_dir() {
-        problems.push(format!("{}: queue directory does not exist", root.display()));
+        problems.push(format!(
+            "{}: queue directory does not exist",
+            root.display()
+        ));
         return problems;
     }
     for d in Dir::ALL {
@@ -212,11 +215,17 @@ mod tests {
         let root = d.path().join("spool");
         create(&root, None).unwrap();
         assert!(check(&root, None).is_empty(), "{:?}", check(&root, None));
-        std::fs::set_permissions(root.join("maildrop"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(
+            root.join("maildrop"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
         std::fs::remove_dir(root.join("corrupt")).unwrap();
         let p = check(&root, None);
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p.iter().any(|s| s.contains("maildrop: mode is 0777, should be 1730")));
+        assert!(p
+            .iter()
+            .any(|s| s.contains("maildrop: mode is 0777, should be 1730")));
         create(&root, None).unwrap();
         assert!(check(&root, None).is_empty());
     }

@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs what the tests and benchmarks use, from Debian's packages, when run as root.
+# Peers that start services when installed (postfix) are installed with a policy-rc.d
+# that forbids starting them: we only ever run them from our own config dirs.
+set -eu
+need=""
+command -v swaks >/dev/null 2>&1 || need="$need swaks"
+[ -x /usr/sbin/postfix ] || need="$need postfix"
+command -v mandoc >/dev/null 2>&1 || need="$need mandoc"
+pkg-config --exists openssl 2>/dev/null || need="$need libssl-dev pkg-config"
+[ -z "$need" ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+	echo "deps: not root (or no apt-get): please install:$need (tests needing them skip)"
+	exit 0
+fi
+echo "deps: installing$need"
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+	chmod 755 /usr/sbin/policy-rc.d
+	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $need >/dev/null
+# Debian's postfix must not run as the system MTA on a test machine.
+if [ -x /usr/sbin/postfix ]; then
+	postfix stop >/dev/null 2>&1 || true
+	systemctl disable --now postfix >/dev/null 2>&1 || true
+fi

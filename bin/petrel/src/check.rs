@@ -1,0 +1,102 @@
+//! `petrel check`: the configuration, the programs services.conf names, and the spool.
+//!
+//! A broken configuration file stops the check (`petrel: fatal: FILE, line N: reason`);
+//! other problems are each reported as `petrel: error: ...` and make the exit status 1.
+
+use crate::control::spool_ids;
+use crate::{Fail, Res};
+use petrel_config::{services, Config, Service};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Problems with the programs: `master` and every service's command must be executable
+/// files in `daemon_directory`.
+pub fn program_problems(cfg: &Config, svcs: &[Service], services_file: &Path) -> Vec<String> {
+    let dd = PathBuf::from(cfg.get("daemon_directory"));
+    let mut out = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut wanted: Vec<(Option<&Service>, &str)> = vec![(None, "master")];
+    wanted.extend(svcs.iter().map(|s| (Some(s), s.command.as_str())));
+    for (svc, cmd) in wanted {
+        if seen.contains(&cmd) {
+            continue;
+        }
+        seen.push(cmd);
+        let p = dd.join(cmd);
+        let what = match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => continue,
+            Ok(m) if m.is_file() => "is not executable",
+            Ok(_) => "is not a file",
+            Err(_) => "does not exist",
+        };
+        out.push(match svc {
+            Some(s) => format!(
+                "{}, line {}: service {}: {} {what}",
+                services_file.display(),
+                s.line,
+                s.name,
+                p.display()
+            ),
+            None => format!("{} {what}", p.display()),
+        });
+    }
+    out
+}
+
+/// `petrel check`.
+pub fn run(dir: &Path) -> Res {
+    let cfg = crate::load_config(dir)?;
+    for w in cfg.warnings() {
+        eprintln!("petrel: warning: {w}");
+    }
+    cfg.validate().map_err(|e| Fail::Fatal(e.to_string()))?;
+    let sfile = dir.join(petrel_config::SERVICES_FILE);
+    let svcs = services::load(&sfile).map_err(|e| Fail::Fatal(e.to_string()))?;
+    let mut problems = program_problems(&cfg, &svcs, &sfile);
+    let q = PathBuf::from(cfg.get("queue_directory"));
+    match spool_ids(&cfg) {
+        Ok(ids) => problems.extend(petrel_queue::spool::check(&q, ids)),
+        Err(Fail::Fatal(e) | Fail::Msg(e)) => problems.push(e),
+        Err(Fail::Silent) => {}
+    }
+    for p in &problems {
+        eprintln!("petrel: error: {p}");
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Fail::Silent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_unexecutable_programs_are_named_with_their_line() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let bin = t.path();
+        std::fs::write(bin.join("master"), "").expect("write");
+        std::fs::set_permissions(bin.join("master"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::fs::write(bin.join("qmgr"), "").expect("write");
+        let cfg = Config::parse(
+            &format!("daemon_directory = {}\n", bin.display()),
+            Path::new("petrel.conf"),
+        )
+        .expect("parses");
+        let svcs = services::parse(
+            "qmgr unix n - n 300 1 qmgr\npickup unix n - n 60 1 pickup\n",
+            Path::new("services.conf"),
+        )
+        .expect("parses");
+        let p = program_problems(&cfg, &svcs, Path::new("services.conf"));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("services.conf, line 1: service qmgr: ")
+                && p[0].ends_with("is not executable")
+        );
+        assert!(p[1].contains("line 2: service pickup") && p[1].ends_with("does not exist"));
+    }
+}

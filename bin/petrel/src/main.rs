@@ -1,0 +1,251 @@
+//! petrel — control the Petrel mail system
+//!
+//! # SYNOPSIS
+//!
+//! ```text
+//! petrel [-c config_dir] sandbox DIR [--port-base N] [--force]
+//! petrel [-c config_dir] start | start-fg | stop | reload | status | check
+//! petrel [-c config_dir] queue list | show ID | flush | hold ID...|ALL | release ID...|ALL | delete ID...|ALL
+//! petrel [-c config_dir] config show [-n] [NAME...]
+//! petrel [-c config_dir] user add NAME | del NAME | list | passwd NAME
+//! ```
+//!
+//! # DESCRIPTION
+//!
+//! The operator's command. The configuration directory is `-c config_dir`, else
+//! `$PETREL_CONFIG`, else `/etc/petrel`.
+//!
+//! - `sandbox DIR`: writes a self-contained configuration, spool and mail store under DIR
+//!   for the invoking user (listeners on 127.0.0.1 at N+25, N+587, N+143, N+110 for the
+//!   programs that are installed; default N is 10000) and an account `demo` whose password
+//!   it prints. Refuses to overwrite an existing sandbox without `--force`.
+//! - `start`: checks the configuration, creates the spool if needed and starts `master` in
+//!   the background; `start-fg` runs it in the foreground (for service managers).
+//!   `stop` stops it (SIGTERM, waiting up to 30 s), `reload` makes it re-read its
+//!   configuration (SIGHUP), `status` tells whether it runs.
+//! - `check`: reports configuration warnings and errors, services whose program is
+//!   missing from `daemon_directory`, and spool directories with the wrong mode or owner.
+//! - `queue list` lists the queue like `mailq` (`*` after the id: being delivered, `!`: on
+//!   hold); `queue show` prints one queue file; `queue flush` asks qmgr to retry deferred
+//!   mail now; `hold`, `release` and `delete` work like Postfix's `postsuper -h/-H/-d`.
+//! - `config show` prints every parameter with its effective value, like `postconf`;
+//!   `-n` prints only those set in `petrel.conf`, as written.
+//! - `user` manages the accounts of a `user_database = passwd-file:PATH` (Dovecot's
+//!   format, `{SHA512-CRYPT}` passwords). `add` and `passwd` read the password from
+//!   standard input when it is not a terminal, else ask twice without echo.
+//!
+//! # DIAGNOSTICS
+//!
+//! Errors go to standard error as `petrel: fatal: reason` with exit status 1; usage errors
+//! exit with status 64.
+
+mod check;
+mod confshow;
+mod control;
+mod queue;
+mod sandbox;
+mod users;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// How a command failed.
+#[derive(Debug)]
+pub enum Fail {
+    /// Printed as `petrel: fatal: MSG`.
+    Fatal(String),
+    /// Printed as `petrel: MSG` (a state, not a malfunction: "is not running").
+    Msg(String),
+    /// Already reported.
+    Silent,
+}
+
+impl From<String> for Fail {
+    fn from(s: String) -> Fail {
+        Fail::Fatal(s)
+    }
+}
+
+/// What every command returns.
+pub type Res<T = ()> = Result<T, Fail>;
+
+#[derive(Parser, Debug)]
+#[command(name = "petrel", version, about = "Control the Petrel mail system")]
+struct Cli {
+    /// Configuration directory (default: $PETREL_CONFIG, else /etc/petrel).
+    #[arg(short = 'c', global = true, value_name = "DIR")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a self-contained sandbox under DIR for the invoking user.
+    Sandbox {
+        /// Where to create it.
+        dir: PathBuf,
+        /// Listeners go on 127.0.0.1 at N+25, N+587, N+143, N+110.
+        #[arg(long, value_name = "N", default_value_t = 10000)]
+        port_base: u16,
+        /// Overwrite an existing sandbox configuration.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start the mail system in the background.
+    Start,
+    /// Run the master process in the foreground.
+    #[command(name = "start-fg")]
+    StartFg,
+    /// Stop the mail system.
+    Stop,
+    /// Make the running mail system re-read its configuration.
+    Reload,
+    /// Tell whether the mail system is running.
+    Status,
+    /// Check the configuration, the programs and the spool.
+    Check,
+    /// Look at and manage the mail queue.
+    Queue {
+        #[command(subcommand)]
+        cmd: QueueCmd,
+    },
+    /// Show configuration parameters.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Manage the accounts of a passwd-file user database.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCmd {
+    /// List the queue, like mailq.
+    List,
+    /// Print one queue file, envelope and message.
+    Show {
+        /// Queue id.
+        id: String,
+    },
+    /// Ask qmgr to retry every deferred message now.
+    Flush,
+    /// Put messages on hold.
+    Hold {
+        /// Queue ids, or ALL.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Release held messages.
+    Release {
+        /// Queue ids, or ALL.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete messages.
+    Delete {
+        /// Queue ids, or ALL.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Print parameters as `name = value`.
+    Show {
+        /// Only the parameters set in petrel.conf, as written.
+        #[arg(short = 'n')]
+        explicit: bool,
+        /// Only these parameters.
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    /// Add an account.
+    Add {
+        /// User name.
+        name: String,
+    },
+    /// Remove an account (its mail is left in place).
+    Del {
+        /// User name.
+        name: String,
+    },
+    /// List the accounts.
+    List,
+    /// Change an account's password.
+    Passwd {
+        /// User name.
+        name: String,
+    },
+}
+
+fn run(cli: Cli) -> Res {
+    let dir = petrel_config::config_dir(cli.config.as_deref());
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    match cli.cmd {
+        Cmd::Sandbox {
+            dir,
+            port_base,
+            force,
+        } => sandbox::run(&dir, port_base, force),
+        Cmd::Start => control::start(&dir),
+        Cmd::StartFg => control::start_fg(&dir),
+        Cmd::Stop => control::stop(&dir),
+        Cmd::Reload => control::reload(&dir),
+        Cmd::Status => control::status(&dir),
+        Cmd::Check => check::run(&dir),
+        Cmd::Queue { cmd } => match cmd {
+            QueueCmd::List => queue::list(&dir),
+            QueueCmd::Show { id } => queue::show(&dir, &id),
+            QueueCmd::Flush => queue::flush(&dir),
+            QueueCmd::Hold { ids } => queue::hold(&dir, &ids),
+            QueueCmd::Release { ids } => queue::release(&dir, &ids),
+            QueueCmd::Delete { ids } => queue::delete(&dir, &ids),
+        },
+        Cmd::Config {
+            cmd: ConfigCmd::Show { explicit, names },
+        } => confshow::run(&dir, explicit, &names),
+        Cmd::User { cmd } => match cmd {
+            UserCmd::Add { name } => users::add(&dir, &name),
+            UserCmd::Del { name } => users::del(&dir, &name),
+            UserCmd::List => users::list(&dir),
+            UserCmd::Passwd { name } => users::passwd(&dir, &name),
+        },
+    }
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match run(cli) {
+        Ok(()) => 0,
+        Err(Fail::Fatal(m)) => {
+            eprintln!("petrel: fatal: {m}");
+            1
+        }
+        Err(Fail::Msg(m)) => {
+            eprintln!("petrel: {m}");
+            1
+        }
+        Err(Fail::Silent) => 1,
+    };
+    std::process::exit(code)
+}
+
+/// Loads petrel.conf (not validated); a broken file is fatal.
+pub fn load_config(dir: &std::path::Path) -> Res<petrel_config::Config> {
+    petrel_config::Config::load(dir).map_err(|e| Fail::Fatal(e.to_string()))
+}

@@ -1,0 +1,354 @@
+//! `petrel user add|del|list|passwd`: the accounts of a `passwd-file:PATH` user database.
+
+use crate::{Fail, Res};
+use petrel_maps::passwd_file::{self, Entry};
+use sha_crypt::{PasswordHasher, ShaCrypt};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+/// Fills `buf` from the kernel's random source.
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), String> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| format!("/dev/urandom: {e}"))
+}
+
+/// A random password of `len` letters and digits.
+pub fn generate_password(len: usize) -> Result<String, String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        random_bytes(&mut buf)?;
+        // Rejection sampling keeps every symbol equally likely.
+        let limit = 256 - 256 % ALPHABET.len();
+        for &b in &buf {
+            if (b as usize) < limit && out.len() < len {
+                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `{SHA512-CRYPT}$6$rounds=5000$salt$hash` for `password`, with a random salt.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 12];
+    random_bytes(&mut salt)?;
+    let h = ShaCrypt::SHA512
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map_err(|e| format!("password hashing failed: {e}"))?;
+    Ok(format!("{{SHA512-CRYPT}}{h}"))
+}
+
+/// Checks a user name: letters, digits and `._-+@`, not starting with `.` or `-`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad user name {name:?}: use letters, digits and . _ - + @, not starting with . or -"
+        ))
+    }
+}
+
+/// The passwd-file named by `user_database`.
+pub fn database_path(dir: &Path) -> Res<PathBuf> {
+    let cfg = crate::load_config(dir)?;
+    let db = cfg.get("user_database");
+    match db.strip_prefix("passwd-file:") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(Fail::Fatal(format!(
+            "user_database = {db}: petrel user manages only passwd-file:PATH databases"
+        ))),
+    }
+}
+
+fn read_secret(prompt: &str) -> Result<String, String> {
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: tcgetattr/tcsetattr on stdin with a termios we own; a zeroed termios is a
+    // valid value to be filled in.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(fd, &mut t) != 0 {
+            return Err(format!(
+                "cannot read the terminal settings: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let saved = t;
+        t.c_lflag &= !libc::ECHO;
+        t.c_lflag |= libc::ECHONL;
+        libc::tcsetattr(fd, libc::TCSANOW, &t);
+        saved
+    };
+    let mut line = String::new();
+    let r = std::io::stdin().lock().read_line(&mut line);
+    // SAFETY: restores the settings read above.
+    unsafe {
+        libc::tcsetattr(fd, libc::TCSANOW, &saved);
+    }
+    r.map_err(|e| format!("reading the password: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// The new password: the first line of standard input, or asked twice on a terminal.
+fn new_password() -> Result<String, String> {
+    let pw = if std::io::stdin().is_terminal() {
+        let a = read_secret("New password: ")?;
+        let b = read_secret("Retype new password: ")?;
+        if a != b {
+            return Err("the passwords do not match".into());
+        }
+        a
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the password from standard input: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    if pw.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok(pw)
+}
+
+/// The home directory of a new account: next to the first existing account's home, else
+/// `home/NAME` beside the configuration directory (a sandbox's `DIR/home/NAME`).
+pub fn home_for(db: &[Entry], config_dir: &Path, name: &str) -> PathBuf {
+    if let Some(parent) = db
+        .iter()
+        .find_map(|e| e.home.as_deref())
+        .and_then(|h| h.parent().map(Path::to_path_buf))
+    {
+        return parent.join(name);
+    }
+    config_dir
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join("home")
+        .join(name)
+}
+
+/// Creates `home/Maildir/{tmp,new,cur}` (mode 0700).
+pub fn make_maildir(home: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    for sub in ["tmp", "new", "cur"] {
+        let d = home.join("Maildir").join(sub);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&d)
+            .map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    Ok(())
+}
+
+/// Reads the passwd-file at `path`; a file that does not exist is an empty database.
+pub fn read_db(path: &Path) -> Result<Vec<Entry>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    passwd_file::parse(&text, path).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+fn write_db(path: &Path, db: &[Entry]) -> Result<(), String> {
+    passwd_file::write_atomic(path, db, 0o640).map_err(|e| e.to_string())
+}
+
+/// Adds `name` with `password` to the database at `path`; returns its home.
+pub fn add_entry(
+    path: &Path,
+    config_dir: &Path,
+    name: &str,
+    password: &str,
+) -> Result<PathBuf, String> {
+    check_name(name)?;
+    let mut db = read_db(path)?;
+    if db.iter().any(|e| e.name == name) {
+        return Err(format!("user {name} already exists in {}", path.display()));
+    }
+    let home = home_for(&db, config_dir, name);
+    make_maildir(&home)?;
+    db.push(Entry {
+        uid: Some(nix::unistd::geteuid().as_raw()),
+        gid: Some(nix::unistd::getegid().as_raw()),
+        home: Some(home.clone()),
+        ..Entry::new(name, &hash_password(password)?)
+    });
+    write_db(path, &db)?;
+    Ok(home)
+}
+
+/// Removes `name` from the database at `path`; returns its home.
+pub fn del_entry(path: &Path, name: &str) -> Result<Option<PathBuf>, String> {
+    let mut db = read_db(path)?;
+    let i = db
+        .iter()
+        .position(|e| e.name == name)
+        .ok_or_else(|| format!("no user {name} in {}", path.display()))?;
+    let gone = db.remove(i);
+    write_db(path, &db)?;
+    Ok(gone.home)
+}
+
+/// `petrel user add NAME`.
+pub fn add(dir: &Path, name: &str) -> Res {
+    let path = database_path(dir)?;
+    check_name(name)?;
+    let pw = new_password()?;
+    let home = add_entry(&path, dir, name, &pw)?;
+    println!("petrel: added user {name} (home {})", home.display());
+    Ok(())
+}
+
+/// `petrel user del NAME`.
+pub fn del(dir: &Path, name: &str) -> Res {
+    let path = database_path(dir)?;
+    match del_entry(&path, name)? {
+        Some(home) => println!(
+            "petrel: removed user {name} (its mail in {} was left in place)",
+            home.display()
+        ),
+        None => println!("petrel: removed user {name}"),
+    }
+    Ok(())
+}
+
+/// `petrel user list`.
+pub fn list(dir: &Path) -> Res {
+    let path = database_path(dir)?;
+    for e in read_db(&path)? {
+        println!("{}", e.name);
+    }
+    Ok(())
+}
+
+/// `petrel user passwd NAME`.
+pub fn passwd(dir: &Path, name: &str) -> Res {
+    let path = database_path(dir)?;
+    let mut db = read_db(&path)?;
+    if !db.iter().any(|e| e.name == name) {
+        return Err(Fail::Fatal(format!("no user {name} in {}", path.display())));
+    }
+    let hash = hash_password(&new_password()?)?;
+    for e in db.iter_mut().filter(|e| e.name == name) {
+        e.password = hash.clone();
+    }
+    write_db(&path, &db)?;
+    println!("petrel: changed the password of {name}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha_crypt::PasswordVerifier;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn verify(stored: &str, pw: &str) -> bool {
+        let Some(h) = stored.strip_prefix("{SHA512-CRYPT}") else {
+            return false;
+        };
+        let Ok(h) = sha_crypt::PasswordHash::new(h) else {
+            return false;
+        };
+        ShaCrypt::default()
+            .verify_password(pw.as_bytes(), &h)
+            .is_ok()
+    }
+
+    #[test]
+    fn add_and_del_round_trip() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let etc = t.path().join("etc");
+        std::fs::create_dir(&etc).expect("mkdir");
+        let users = etc.join("users");
+        let home = add_entry(&users, &etc, "alice", "s3cret").expect("add");
+        assert_eq!(
+            home,
+            t.path().join("home/alice"),
+            "first account goes beside etc/"
+        );
+        assert!(home.join("Maildir/new").is_dir() && home.join("Maildir/cur").is_dir());
+        let home_b = add_entry(&users, &etc, "bob", "pw2").expect("add");
+        assert_eq!(
+            home_b,
+            t.path().join("home/bob"),
+            "next to the first account's home"
+        );
+        assert!(
+            add_entry(&users, &etc, "alice", "x").is_err(),
+            "no duplicates"
+        );
+        assert!(
+            add_entry(&users, &etc, "../evil", "x").is_err(),
+            "bad names refused"
+        );
+
+        let mode = std::fs::metadata(&users)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o640);
+        let db = read_db(&users).expect("read");
+        let names: Vec<&str> = db.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, vec!["alice", "bob"]);
+        let alice = &db[0];
+        assert!(
+            alice.password.starts_with("{SHA512-CRYPT}$6$"),
+            "{}",
+            alice.password
+        );
+        assert!(verify(&alice.password, "s3cret"));
+        assert!(!verify(&alice.password, "wrong"));
+        assert_eq!(alice.uid, Some(nix::unistd::geteuid().as_raw()));
+        let line = std::fs::read_to_string(&users).expect("text");
+        assert!(line.starts_with("alice:{SHA512-CRYPT}$6$"));
+        let uid = nix::unistd::geteuid();
+        let gid = nix::unistd::getegid();
+        assert!(line
+            .lines()
+            .next()
+            .expect("line")
+            .ends_with(&format!(":{uid}:{gid}::{}", home.display())));
+
+        assert_eq!(del_entry(&users, "alice").expect("del"), Some(home.clone()));
+        assert!(del_entry(&users, "alice").is_err());
+        let db = read_db(&users).expect("read");
+        assert_eq!(
+            db.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            vec!["bob"]
+        );
+        assert!(home.is_dir(), "mail is kept");
+        assert!(!etc.join("users.tmp").exists());
+    }
+
+    #[test]
+    fn generated_passwords_are_random_and_of_the_right_shape() {
+        let a = generate_password(16).expect("pw");
+        let b = generate_password(16).expect("pw");
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

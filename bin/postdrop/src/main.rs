@@ -1,0 +1,162 @@
+//! # postdrop — write a local submission into the maildrop queue
+//!
+//! ## SYNOPSIS
+//!
+//! `postdrop [-c CONFIG_DIR] [-f SENDER] [-A name=value]... [--] RECIPIENT...`
+//!
+//! ## DESCRIPTION
+//!
+//! postdrop is the only program that creates files in `maildrop/`. It is normally run by
+//! `sendmail`, which has already turned CRLF into LF and handled the lone `.` line; postdrop
+//! copies standard input unchanged into `queue_directory/maildrop/ID` (a queue file in the
+//! format of `petrel_queue::file`) with:
+//!
+//! - the envelope sender from `-f` (`<>` or the empty string is the null sender; without
+//!   `-f`, the login name of the real uid);
+//! - the attributes `uid=` (real uid), `user=` (its login name, or the number when it has
+//!   none), `protocol=local`, then every `-A name=value`; only `fullname`, `envid` and `ret`
+//!   may be given with `-A`, so a user cannot forge what postdrop itself records;
+//! - the recipients, in order.
+//!
+//! The file is written with mode 0600, fsynced, marked complete with mode 0644, and the
+//! directory is fsynced. Only then is the queue id printed on standard output and the exit
+//! status 0; pickup is then poked through `public/pickup` (a stopped mail system is fine:
+//! pickup finds the file on its next scan).
+//!
+//! ## SECURITY
+//!
+//! postdrop is installed set-group-id `setgid_group`, the only group that may write into
+//! `maildrop/` (mode 1730). It runs as the calling user otherwise. When a configuration
+//! directory other than /etc/petrel is named (`-c` or `PETREL_CONFIG`) by anyone but root,
+//! postdrop gives up the group privilege first: an alternative configuration only works
+//! for a spool the user can write to anyway (a sandbox). Sender, recipients and attribute
+//! values must be at most 998 bytes without control characters. On any error, and on
+//! SIGHUP, SIGINT, SIGQUIT, SIGTERM or SIGXFSZ, the partial file is removed.
+//!
+//! ## DIAGNOSTICS
+//!
+//! One line on standard error, `postdrop: fatal: REASON`, and an exit status from
+//! sysexits.h: 64 (EX_USAGE: bad option, no recipients), 65 (EX_DATAERR: bad address or
+//! attribute, message larger than `message_size_limit`), 71 (EX_OSERR: a system call that
+//! should not fail did), 75 (EX_TEMPFAIL: the maildrop file could not be written; try
+//! again), 78 (EX_CONFIG: unreadable or invalid petrel.conf).
+//!
+//! ## CONFIGURATION PARAMETERS
+//!
+//! `queue_directory`, `message_size_limit` (0 = no limit).
+//!
+//! ## FILES
+//!
+//! `CONFIG_DIR/petrel.conf`, `queue_directory/maildrop/`, `queue_directory/public/pickup`.
+//!
+//! ## SEE ALSO
+//!
+//! sendmail(1), pickup(8), cleanup(8)
+
+mod args;
+mod maildrop;
+mod signals;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use petrel_config::Config;
+
+/// sysexits.h values postdrop uses.
+pub(crate) mod exit {
+    /// Bad command line.
+    pub const USAGE: i32 = 64;
+    /// Bad input data.
+    pub const DATAERR: i32 = 65;
+    /// A system error.
+    pub const OSERR: i32 = 71;
+    /// Try again later.
+    pub const TEMPFAIL: i32 = 75;
+    /// Configuration error.
+    pub const CONFIG: i32 = 78;
+}
+
+/// Why postdrop gives up: the exit status and a one-line reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fatal {
+    pub code: i32,
+    pub reason: String,
+}
+
+impl Fatal {
+    pub(crate) fn new(code: i32, reason: impl Into<String>) -> Fatal {
+        Fatal {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn main() {
+    match run() {
+        Ok(id) => {
+            // The file is durable: the id is the promise. A caller that went away is no
+            // reason to fail now.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{id}");
+            let _ = out.flush();
+            drop(out);
+            petrel_daemon::trigger(Path::new("public/pickup"));
+        }
+        Err(f) => {
+            eprintln!("postdrop: fatal: {}", f.reason);
+            std::process::exit(f.code);
+        }
+    }
+}
+
+fn run() -> Result<petrel_queue::QueueId, Fatal> {
+    let argv = args::os_args()?;
+    let args = args::parse(&argv)?;
+    let dir = petrel_config::config_dir(args.config_dir.as_deref());
+    if dir != Path::new(petrel_config::DEFAULT_CONFIG_DIR) {
+        drop_setgid()?;
+    }
+    let cfg = Config::load(&dir).map_err(|e| Fatal::new(exit::CONFIG, e.to_string()))?;
+    cfg.validate()
+        .map_err(|e| Fatal::new(exit::CONFIG, e.to_string()))?;
+    let queue_dir = PathBuf::from(cfg.get("queue_directory"));
+    std::env::set_current_dir(&queue_dir).map_err(|e| {
+        Fatal::new(
+            exit::TEMPFAIL,
+            format!("chdir {}: {e}", queue_dir.display()),
+        )
+    })?;
+    let limit = u64::try_from(cfg.get_int("message_size_limit")).unwrap_or(0);
+    let (uid, user) = args::real_user();
+    let sender = match args.sender {
+        Some(s) => s,
+        None => user.clone(),
+    };
+    let mut attrs = vec![
+        ("uid".to_string(), uid.to_string()),
+        ("user".to_string(), user),
+        ("protocol".to_string(), "local".to_string()),
+    ];
+    attrs.extend(args.attrs);
+    let sub = maildrop::Submission {
+        sender,
+        attrs,
+        recipients: args.recipients,
+        size_limit: limit,
+    };
+    signals::install()?;
+    maildrop::write(Path::new("maildrop"), &sub, &mut std::io::stdin().lock())
+}
+
+/// Gives up the set-group-id privilege (a no-op when postdrop is not installed setgid, or
+/// for root, who needs none).
+fn drop_setgid() -> Result<(), Fatal> {
+    use nix::unistd::{getegid, getgid, getuid, setresgid};
+    let rgid = getgid();
+    if getuid().is_root() || getegid() == rgid {
+        return Ok(());
+    }
+    setresgid(rgid, rgid, rgid)
+        .map_err(|e| Fatal::new(exit::OSERR, format!("cannot give up group privileges: {e}")))
+}

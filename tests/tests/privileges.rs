@@ -1,0 +1,174 @@
+//! Privilege separation as root: every service runs as its configured uid with no
+//! capabilities (local keeps only what it needs to become recipients), chrooted where
+//! services.conf says so, and local delivery writes files owned by the recipient.
+//! Skips with a printed reason when not root.
+#![allow(clippy::unwrap_used)]
+
+use petrel_tests::{header, is_root, Sandbox};
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::time::Duration;
+
+fn ensure_group(name: &str) {
+    if nix::unistd::Group::from_name(name).ok().flatten().is_none() {
+        run_retry(Command::new("groupadd").args(["--system", name]));
+    }
+}
+
+fn ensure_user(name: &str, system: bool) -> nix::unistd::User {
+    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+        let mut c = Command::new("useradd");
+        if system {
+            c.arg("--system");
+        }
+        c.args(["--no-create-home", "--shell", "/usr/sbin/nologin", name]);
+        run_retry(&mut c);
+    }
+    nix::unistd::User::from_name(name).unwrap().unwrap()
+}
+
+/// useradd/groupadd fail while another process holds /etc/passwd's lock: try again.
+fn run_retry(c: &mut Command) {
+    for _ in 0..50 {
+        let out = c.output().unwrap();
+        if out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already exists") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{c:?} kept failing");
+}
+
+fn status_field(pid: i32, name: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap()
+}
+
+#[test]
+fn services_run_with_their_configured_identity_and_no_capabilities() {
+    if !is_root() {
+        println!("skipped: needs root (creates system users, changes uids, chroots)");
+        return;
+    }
+    ensure_group("petrel-drop");
+    let owner = ensure_user("petrel", true);
+    let rcpt = ensure_user("petrel-e2e-rcpt", false);
+
+    let mut sb = Sandbox::new("services_run_with_their_configured_identity");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(sb.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for d in [sb.dir.clone(), sb.dir.join("home")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    sb.set("mail_owner", "petrel");
+    sb.set("setgid_group", "petrel-drop");
+    // The unprivileged services are chrooted to the queue directory.
+    let services = std::fs::read_to_string(sb.etc.join("services.conf")).unwrap();
+    let services: String = services
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() >= 8 && ["pickup", "cleanup", "qmgr"].contains(&f[0]) {
+                format!(
+                    "{} {} {} {} y {} {} {}\n",
+                    f[0],
+                    f[1],
+                    f[2],
+                    f[3],
+                    f[5],
+                    f[6],
+                    f[7..].join(" ")
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(sb.etc.join("services.conf"), services).unwrap();
+    // A recipient with a real uid, home under the sandbox.
+    let home = sb.dir.join("home/petrel-e2e-rcpt");
+    std::fs::create_dir_all(&home).unwrap();
+    nix::unistd::chown(&home, Some(rcpt.uid), Some(rcpt.gid)).unwrap();
+    let users = sb.etc.join("users");
+    let mut text = std::fs::read_to_string(&users).unwrap();
+    text.push_str(&format!(
+        "petrel-e2e-rcpt:{{PLAIN}}x:{}:{}::{}::\n",
+        rcpt.uid,
+        rcpt.gid,
+        home.display()
+    ));
+    std::fs::write(&users, text).unwrap();
+
+    sb.start();
+    let spool = std::fs::canonicalize(sb.dir.join("spool")).unwrap();
+    for (pid, name) in sb.children() {
+        let uid = status_field(pid, "Uid");
+        let cap_eff = status_field(pid, "CapEff");
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+        match name.as_str() {
+            "pickup" | "cleanup" | "qmgr" => {
+                let want = owner.uid.to_string();
+                assert!(
+                    uid.split_whitespace().all(|u| u == want),
+                    "{name}: Uid {uid}"
+                );
+                assert_eq!(cap_eff, "0000000000000000", "{name} has capabilities");
+                assert_eq!(root, spool, "{name} is chrooted to the queue directory");
+                assert_eq!(status_field(pid, "NoNewPrivs"), "1", "{name}");
+            }
+            "local" => {
+                assert!(
+                    uid.split_whitespace().all(|u| u == "0"),
+                    "local runs as root: {uid}"
+                );
+                let caps = u64::from_str_radix(&cap_eff, 16).unwrap();
+                let allowed = (1u64 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 7);
+                assert_eq!(caps & !allowed, 0, "local keeps only chown, dac_override, dac_read_search, fowner, setgid, setuid: {cap_eff}");
+                assert_eq!(root, std::path::PathBuf::from("/"));
+            }
+            other => panic!("unexpected child {other}"),
+        }
+    }
+    // Spool ownership follows mail_owner.
+    let meta = std::fs::metadata(spool.join("incoming")).unwrap();
+    assert_eq!(meta.uid(), owner.uid.as_raw());
+    let md = std::fs::metadata(spool.join("maildrop")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o1730);
+
+    let out = sb.sendmail(
+        &["petrel-e2e-rcpt@localhost"],
+        b"Subject: owned\n\nby the recipient\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = home.join("Maildir/new");
+    sb.wait_for("delivery to the real user", Duration::from_secs(30), || {
+        std::fs::read_dir(&new)
+            .map(|d| d.count() == 1)
+            .unwrap_or(false)
+    });
+    let file = std::fs::read_dir(&new)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        meta.uid(),
+        rcpt.uid.as_raw(),
+        "the message belongs to the recipient"
+    );
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(header(&text, "Subject").as_deref(), Some("owned"));
+    sb.stop();
+}
