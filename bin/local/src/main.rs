@@ -41,6 +41,7 @@ use std::path::PathBuf;
 
 fn main() {
     let d = petrel_daemon::start("local", petrel_daemon::RootNeeds::SwitchUsers);
+    privs::set_privileged(d.privileged);
     let c = &d.cfg;
     let userdb = match petrel_maps::userdb::UserDb::from_spec(&c.get("user_database")) {
         Ok(u) => u,

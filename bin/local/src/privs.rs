@@ -3,10 +3,19 @@
 //! In unprivileged mode (not started as root) every delivery runs as the invoking user.
 
 use nix::unistd::{getegid, geteuid, setegid, seteuid, Gid, Uid};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Whether identity changes are possible at all.
+static PRIVILEGED: AtomicBool = AtomicBool::new(false);
+
+/// Called once at start: true when the suite runs privileged (master started as root with
+/// a mail_owner to become). In unprivileged mode nobody changes identity.
+pub fn set_privileged(on: bool) {
+    PRIVILEGED.store(on, Ordering::Relaxed);
+}
+
+/// Whether identity changes happen.
 pub fn can_switch() -> bool {
-    geteuid().is_root()
+    PRIVILEGED.load(Ordering::Relaxed) && geteuid().is_root()
 }
 
 /// Runs `f` with effective uid `uid` and gid `gid` (when running as root), then switches
