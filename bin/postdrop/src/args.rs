@@ -38,7 +38,12 @@ pub fn os_args() -> Result<Vec<String>, Fatal> {
 fn usage(msg: &str) -> Fatal {
     Fatal::new(
         exit::USAGE,
-        format!("{msg}; usage: postdrop [-c config_dir] [-f sender] [-A name=value]... [--] recipient..."),
+        format!(
+            "{msg}; usage: postdrop [-c config_dir] [-f sender] [-A name=value]... [--] recipient... \
+             (standard input: the message as chunks of a 4-byte big-endian length and at most \
+             {} bytes, ending with a zero-length chunk)",
+            petrel_ipc::chunked::MAX_CHUNK
+        ),
     )
 }
 

@@ -1,5 +1,6 @@
 //! Writing one maildrop file: create it exclusively under a fresh queue id, copy the
-//! envelope and the message into it, make it durable, and mark it complete.
+//! envelope and the message (decoded from its framing, see [`petrel_ipc::chunked`]) into it, make
+//! it durable, and mark it complete. Without the end marker nothing is kept.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -7,10 +8,8 @@ use std::path::{Path, PathBuf};
 use petrel_queue::file::{Recipient, Writer, MODE_MAILDROP_COMPLETE};
 use petrel_queue::QueueId;
 
-use crate::{exit, signals, Fatal};
+use crate::{exit, frame, signals, Fatal};
 
-/// How much of standard input is read at a time.
-const PIECE: usize = 64 * 1024;
 /// How many ids to try when a name is taken (two postdrops in the same microsecond).
 const CREATE_TRIES: usize = 100;
 
@@ -47,8 +46,10 @@ fn temp(path: &Path, what: &str, e: io::Error) -> Fatal {
     Fatal::new(exit::TEMPFAIL, format!("{}: {what}: {e}", path.display()))
 }
 
-/// Writes `maildrop/ID` from `sub` and the message read from `input`; returns the id once
-/// the file and its directory are fsynced and the file is marked complete.
+/// Writes `maildrop/ID` from `sub` and the framed message read from `input`; returns the
+/// id once the end marker has been read, the file and its directory are fsynced and the
+/// file is marked complete. Input that ends early or breaks the framing is a temporary
+/// failure and leaves no file.
 pub fn write(maildrop: &Path, sub: &Submission, input: &mut impl Read) -> Result<QueueId, Fatal> {
     let (id, path, mut w) = create(maildrop)?;
     let mut partial = Partial { path, armed: true };
@@ -66,21 +67,14 @@ pub fn write(maildrop: &Path, sub: &Submission, input: &mut impl Read) -> Result
         .map_err(werr)?;
     }
     w.begin_content().map_err(werr)?;
-    let mut buf = vec![0u8; PIECE];
+    let mut chunks = frame::Decoder::new(input);
+    let mut buf = Vec::with_capacity(frame::MAX_CHUNK);
     let mut total: u64 = 0;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Fatal::new(
-                    exit::TEMPFAIL,
-                    format!("reading the message from standard input: {e}"),
-                ))
-            }
-        };
-        total += n as u64;
+    while chunks
+        .next_chunk(&mut buf)
+        .map_err(|e| Fatal::new(exit::TEMPFAIL, e.to_string()))?
+    {
+        total += buf.len() as u64;
         if sub.size_limit > 0 && total > sub.size_limit {
             return Err(Fatal::new(
                 exit::DATAERR,
@@ -90,7 +84,7 @@ pub fn write(maildrop: &Path, sub: &Submission, input: &mut impl Read) -> Result
                 ),
             ));
         }
-        w.content(&buf[..n]).map_err(werr)?;
+        w.content(&buf).map_err(werr)?;
     }
     w.finish(MODE_MAILDROP_COMPLETE)
         .map_err(|e| temp(&path, "finish", e))?;
@@ -130,7 +124,24 @@ fn create(maildrop: &Path) -> Result<(QueueId, PathBuf, Writer), Fatal> {
 #[allow(clippy::unwrap_used)] // tests may panic
 mod tests {
     use super::*;
+    use petrel_ipc::chunked::framed;
+    use std::io::Read;
+
+    /// A reader that hands out its bytes a few at a time, like a pipe.
+    struct Trickle(Vec<u8>, usize);
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(7).min(self.0.len() - self.1);
+            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
     use std::os::unix::fs::PermissionsExt;
+
+    fn count(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
 
     fn sub(limit: u64) -> Submission {
         Submission {
@@ -144,22 +155,12 @@ mod tests {
         }
     }
 
-    /// A reader that hands out its bytes a few at a time, like a pipe.
-    struct Trickle(Vec<u8>, usize);
-    impl Read for Trickle {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(7).min(self.0.len() - self.1);
-            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
-            self.1 += n;
-            Ok(n)
-        }
-    }
-
     #[test]
     fn writes_a_complete_maildrop_file() {
         let d = tempfile::tempdir().unwrap();
         let msg = b"Subject: hi\n\nbody\n".repeat(5000);
-        let id = write(d.path(), &sub(0), &mut Trickle(msg.clone(), 0)).unwrap();
+        let input = framed(&msg, frame::MAX_CHUNK);
+        let id = write(d.path(), &sub(0), &mut Trickle(input, 0)).unwrap();
         let path = d.path().join(id.as_str());
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, MODE_MAILDROP_COMPLETE);
@@ -175,12 +176,18 @@ mod tests {
     #[test]
     fn too_large_leaves_nothing() {
         let d = tempfile::tempdir().unwrap();
-        let e = write(d.path(), &sub(100), &mut &[b'x'; 101][..]).unwrap_err();
-        assert_eq!(e.code, exit::DATAERR);
-        assert!(e.reason.contains("message too large"), "{e:?}");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        // Payload bytes count, not the framing, however the message is cut.
+        for size in [1, 7, 100, 101] {
+            let e = write(d.path(), &sub(100), &mut &framed(&[b'x'; 101], size)[..]).unwrap_err();
+            assert_eq!(e.code, exit::DATAERR);
+            assert!(e.reason.contains("message too large"), "{e:?}");
+            assert_eq!(count(d.path()), 0);
+        }
         // Exactly the limit is fine.
-        write(d.path(), &sub(100), &mut &[b'x'; 100][..]).unwrap();
+        for size in [1, 7, 100] {
+            write(d.path(), &sub(100), &mut &framed(&[b'x'; 100], size)[..]).unwrap();
+        }
+        assert_eq!(count(d.path()), 3);
     }
 
     #[test]
@@ -194,13 +201,53 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let e = write(d.path(), &sub(0), &mut Broken).unwrap_err();
         assert_eq!(e.code, exit::TEMPFAIL);
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        assert_eq!(count(d.path()), 0);
+    }
+
+    #[test]
+    fn bad_framing_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let msg = b"Subject: hi\n\nbody\n".repeat(100);
+        let whole = framed(&msg, 50);
+        let mut trailing = whole.clone();
+        trailing.push(b'x');
+        let mut oversize = (70_000u32).to_be_bytes().to_vec();
+        oversize.extend(vec![b'x'; 70_000]);
+        oversize.extend_from_slice(&[0; 4]);
+        for (input, why) in [
+            (&b""[..], "message input ended early (no end marker)"),
+            (
+                &whole[..whole.len() - 4],
+                "message input ended early (no end marker)",
+            ),
+            (
+                &whole[..whole.len() - 2],
+                "message input ended early (2 of the 4",
+            ),
+            (&whole[..30], "message input ended early (26 of the 50"),
+            (
+                &trailing[..],
+                "bad message input framing: data after the end marker",
+            ),
+            (
+                &oversize[..],
+                "bad message input framing: chunk of 70000 bytes",
+            ),
+            (&msg[..], "bad message input framing: chunk of"),
+        ] {
+            let e = write(d.path(), &sub(0), &mut Trickle(input.to_vec(), 0)).unwrap_err();
+            assert_eq!(e.code, exit::TEMPFAIL, "{e:?}");
+            assert!(e.reason.starts_with(why), "{e:?}");
+            assert_eq!(count(d.path()), 0, "{why}");
+        }
+        write(d.path(), &sub(0), &mut &whole[..]).unwrap();
+        assert_eq!(count(d.path()), 1);
     }
 
     #[test]
     fn missing_directory_is_a_temporary_failure() {
         let d = tempfile::tempdir().unwrap();
-        let e = write(&d.path().join("nope"), &sub(0), &mut &b""[..]).unwrap_err();
+        let e = write(&d.path().join("nope"), &sub(0), &mut &[0u8; 4][..]).unwrap_err();
         assert_eq!(e.code, exit::TEMPFAIL);
         assert!(e.reason.contains("create"), "{e:?}");
     }

@@ -2,14 +2,23 @@
 //!
 //! ## SYNOPSIS
 //!
-//! `postdrop [-c CONFIG_DIR] [-f SENDER] [-A name=value]... [--] RECIPIENT...`
+//! `postdrop [-c CONFIG_DIR] [-f SENDER] [-A name=value]... [--] RECIPIENT... < FRAMED_MESSAGE`
 //!
 //! ## DESCRIPTION
 //!
-//! postdrop is the only program that creates files in `maildrop/`. It is normally run by
-//! `sendmail`, which has already turned CRLF into LF and handled the lone `.` line; postdrop
-//! copies standard input unchanged into `queue_directory/maildrop/ID` (a queue file in the
-//! format of `petrel_queue::file`) with:
+//! postdrop is the only program that creates files in `maildrop/`. It is an internal
+//! program run by `sendmail`, which has already turned CRLF into LF and handled the lone
+//! `.` line. postdrop reads the message from standard input in this framing, the only
+//! input it accepts:
+//!
+//! - chunks, each a 4-byte big-endian length N (1 ≤ N ≤ 65536) followed by N bytes of
+//!   the message;
+//! - then a zero-length chunk (four zero bytes), the end marker, and the end of input.
+//!
+//! Only a sender that got to the end of the message writes the end marker, so a sendmail
+//! killed halfway (even with SIGKILL) cannot get a truncated message queued. postdrop
+//! copies the chunks' bytes unchanged into `queue_directory/maildrop/ID` (a queue file in
+//! the format of `petrel_queue::file`) with:
 //!
 //! - the envelope sender from `-f` (`<>` or the empty string is the null sender; without
 //!   `-f`, the login name of the real uid);
@@ -33,13 +42,20 @@
 //! values must be at most 998 bytes without control characters. On any error, and on
 //! SIGHUP, SIGINT, SIGQUIT, SIGTERM or SIGXFSZ, the partial file is removed.
 //!
+//! Input that breaks the framing is refused the same way: when it ends without the end
+//! marker (`message input ended early (no end marker)`, or `(K of the N bytes of a
+//! chunk, no end marker)` when it stops inside a chunk or a length), when a chunk is
+//! longer than 65536 bytes (`bad message input framing: chunk of N bytes, more than
+//! 65536`), or when anything follows the end marker (`bad message input framing: data
+//! after the end marker`), the partial file is removed and postdrop exits 75.
+//!
 //! ## DIAGNOSTICS
 //!
 //! One line on standard error, `postdrop: fatal: REASON`, and an exit status from
 //! sysexits.h: 64 (EX_USAGE: bad option, no recipients), 65 (EX_DATAERR: bad address or
 //! attribute, message larger than `message_size_limit`), 71 (EX_OSERR: a system call that
-//! should not fail did), 75 (EX_TEMPFAIL: the maildrop file could not be written; try
-//! again), 78 (EX_CONFIG: unreadable or invalid petrel.conf).
+//! should not fail did), 75 (EX_TEMPFAIL: the maildrop file could not be written, or the
+//! input ended early or broke the framing; try again), 78 (EX_CONFIG: unreadable or invalid petrel.conf).
 //!
 //! ## CONFIGURATION PARAMETERS
 //!
@@ -54,6 +70,7 @@
 //! sendmail(1), pickup(8), cleanup(8)
 
 mod args;
+use petrel_ipc::chunked as frame;
 mod maildrop;
 mod signals;
 
@@ -104,7 +121,8 @@ fn main() {
             petrel_daemon::trigger(Path::new("public/pickup"));
         }
         Err(f) => {
-            eprintln!("postdrop: fatal: {}", f.reason);
+            // The caller may be gone (a killed sendmail): that must not turn into a panic.
+            let _ = writeln!(std::io::stderr(), "postdrop: fatal: {}", f.reason);
             std::process::exit(f.code);
         }
     }

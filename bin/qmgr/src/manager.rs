@@ -36,7 +36,6 @@ struct Msg {
     outstanding: usize,
     outcomes: Vec<Outcome>,
     crashes: u32,
-    from_deferred: bool,
 }
 
 /// One delivery request waiting for an agent.
@@ -245,7 +244,6 @@ impl Manager {
             outstanding: by_transport.len(),
             outcomes: Vec::new(),
             crashes: 0,
-            from_deferred,
             env,
         };
         for (transport, recipients) in by_transport {
@@ -747,7 +745,6 @@ impl Manager {
             // The operator moved or removed it meanwhile (hold, delete): leave it there.
             Err(e) => log::warn!("{id}: move to deferred/: {e}"),
         }
-        let _ = msg.from_deferred;
     }
 }
 

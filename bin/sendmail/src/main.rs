@@ -26,6 +26,12 @@
 //! `-bs` speaks SMTP on standard input and output instead (EHLO, MAIL, RCPT, DATA, RSET,
 //! NOOP, QUIT); each message is queued through postdrop before it is acknowledged.
 //!
+//! Either way the message goes to postdrop framed: in chunks of at most 64 KiB, each after
+//! its 4-byte big-endian length, then a zero-length chunk as the end marker, written only
+//! once the whole message has been. A sendmail that dies halfway (even by SIGKILL) or
+//! cannot read its input to the end leaves postdrop an input without the end marker, and
+//! postdrop then removes its partial file: nothing truncated is queued.
+//!
 //! `-bp` (or running as `mailq`) runs `petrel -c DIR queue list`; `-q` with any interval
 //! runs `petrel -c DIR queue flush`. `-bi` (or running as `newaliases`) checks every file in
 //! `alias_database` and prints how many aliases each one has: local delivery reads the

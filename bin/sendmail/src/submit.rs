@@ -1,12 +1,14 @@
 //! Handing a message to postdrop: `postdrop -c DIR -f SENDER [-A fullname=NAME] -- RCPT...`
-//! with the message on its standard input and the queue id on its standard output.
+//! with the message on its standard input, framed (see [`petrel_ipc::chunked`]), and the queue id
+//! on its standard output.
 //!
-//! While postdrop runs, SIGHUP, SIGINT, SIGQUIT and SIGTERM sent to sendmail are passed on
-//! to it before sendmail exits, so a half-fed postdrop removes its partial file instead of
-//! queueing a truncated message. (A sendmail killed with SIGKILL cannot do that; postdrop
-//! then sees an early end of input.)
+//! The end marker is written only once the whole message has been: when the message
+//! cannot be read, or sendmail dies halfway, even by SIGKILL, postdrop sees its input end
+//! without it and removes its partial file instead of queueing a truncated message. While
+//! postdrop runs, SIGHUP, SIGINT, SIGQUIT and SIGTERM sent to sendmail are also passed on
+//! to it before sendmail exits.
 
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use crate::{exit, Fatal};
+use petrel_ipc::chunked::Framer;
 
 /// Where postdrop is and which configuration it reads.
 #[derive(Debug, Clone)]
@@ -100,7 +103,8 @@ impl Postdrop {
         a
     }
 
-    /// Runs postdrop, lets `feed` write the message into it, and returns the queue id.
+    /// Runs postdrop, lets `feed` write the message into it (framed here: `feed` writes the
+    /// plain message), and returns the queue id.
     /// A postdrop failure carries postdrop's exit status and its message.
     pub fn submit(
         &self,
@@ -135,27 +139,33 @@ impl Postdrop {
         let Some(stdin) = child.stdin.take() else {
             return Err(Fatal::new(exit::SOFTWARE, "postdrop has no standard input"));
         };
-        let mut w = Tracked {
-            inner: BufWriter::with_capacity(64 * 1024, stdin),
+        let mut w = Framer::new(Tracked {
+            inner: stdin,
             failed: false,
-        };
-        let fed = feed(&mut w).and_then(|()| w.flush());
-        if let Err(e) = fed {
-            if !w.failed {
-                // Our input broke: make sure postdrop does not queue half a message.
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)),
-                    Signal::SIGTERM,
-                );
-                let _ = child.wait();
-                return Err(Fatal::new(
-                    exit::TEMPFAIL,
-                    format!("reading the message: {e}"),
-                ));
-            }
+        });
+        let fed = feed(&mut w);
+        if w.get_ref().failed {
             // postdrop stopped reading: its exit status and message say why.
+            drop(w);
+        } else if let Err(e) = fed {
+            // Our input broke: postdrop must not queue what it got. SIGTERM makes it stop
+            // and remove its partial file; so does the end of its input without the end
+            // marker, should the signal not reach it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)),
+                Signal::SIGTERM,
+            );
+            drop(w);
+            let _ = child.wait();
+            return Err(Fatal::new(
+                exit::TEMPFAIL,
+                format!("reading the message: {e}"),
+            ));
+        } else {
+            // The whole message is written: only now does it get its end marker. This
+            // fails only when postdrop stopped reading, which its status then explains.
+            let _ = w.finish();
         }
-        drop(w);
         let mut out = String::new();
         let mut err = String::new();
         if let Some(mut s) = child.stdout.take() {
@@ -255,9 +265,25 @@ mod tests {
         };
         let out = d.path().join("got");
         let ok = script(d.path(), &format!("cat > {}; echo QID123", out.display()));
-        let id = pd(ok).submit(&env, |w| w.write_all(b"hello\n")).unwrap();
+        let id = pd(ok.clone())
+            .submit(&env, |w| w.write_all(b"hello\n"))
+            .unwrap();
         assert_eq!(id, "QID123");
-        assert_eq!(std::fs::read(&out).unwrap(), b"hello\n");
+        // Framed: one chunk, then the end marker.
+        assert_eq!(std::fs::read(&out).unwrap(), b"\0\0\0\x06hello\n\0\0\0\0");
+        let big: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+        pd(ok)
+            .submit(&env, |w| {
+                for piece in big.chunks(1000) {
+                    w.write_all(piece)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let got = std::fs::read(&out).unwrap();
+        let (payload, ended) = unframe(&got);
+        assert!(ended, "end marker");
+        assert_eq!(payload, big);
 
         let bad = script(
             d.path(),
@@ -271,6 +297,24 @@ mod tests {
             .submit(&env, |_| Ok(()))
             .unwrap_err();
         assert_eq!(e.code, exit::OSERR);
+    }
+
+    /// The payload of a framed stream, and whether it ends with the end marker.
+    fn unframe(mut s: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        while s.len() >= 4 {
+            let len = u32::from_be_bytes(s[..4].try_into().unwrap()) as usize;
+            s = &s[4..];
+            if len == 0 {
+                assert!(s.is_empty(), "bytes after the end marker");
+                return (out, true);
+            }
+            assert!(len <= petrel_ipc::chunked::MAX_CHUNK);
+            out.extend_from_slice(&s[..len]);
+            s = &s[len..];
+        }
+        assert!(s.is_empty(), "a cut length");
+        (out, false)
     }
 
     #[test]
@@ -295,5 +339,37 @@ mod tests {
         assert_eq!(e.code, exit::TEMPFAIL);
         assert!(e.reason.contains("stdin broke"), "{e:?}");
         assert!(!marker.exists(), "postdrop must not finish");
+    }
+
+    #[test]
+    fn broken_input_never_gets_the_end_marker() {
+        // Even a postdrop that ignores SIGTERM sees its input end without the end marker.
+        let _g = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        let d = tempfile::tempdir().unwrap();
+        let got = d.path().join("got");
+        let p = script(
+            d.path(),
+            &format!("trap '' TERM; cat > {}; exit 75", got.display()),
+        );
+        let env = Envelope {
+            recipients: vec!["bob".into()],
+            ..Default::default()
+        };
+        let e = pd(p)
+            .submit(&env, |w| {
+                w.write_all(&[b'x'; 100_000])?;
+                w.write_all(b"part")?;
+                w.flush()?;
+                w.write_all(b"never sent")?;
+                Err(io::Error::other("stdin broke"))
+            })
+            .unwrap_err();
+        assert_eq!(e.code, exit::TEMPFAIL);
+        assert!(e.reason.contains("stdin broke"), "{e:?}");
+        let (payload, ended) = unframe(&std::fs::read(&got).unwrap());
+        assert!(!ended, "no end marker");
+        let mut want = vec![b'x'; 100_000];
+        want.extend_from_slice(b"part");
+        assert_eq!(payload, want);
     }
 }

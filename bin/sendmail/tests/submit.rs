@@ -189,6 +189,50 @@ fn smtp_dialogue_queues_through_postdrop() {
 }
 
 #[test]
+fn sendmail_killed_mid_message_queues_nothing() {
+    let Some(pd) = postdrop() else { return };
+    let sb = Sandbox::new();
+    let guard = spawn_lock();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendmail"))
+        .arg("-C")
+        .arg(sb.dir.path())
+        .args(["-f", "alice", "bob"])
+        .env("PETREL_POSTDROP", &pd)
+        .env_remove("PETREL_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(guard);
+    let mut stdin = child.stdin.take().unwrap();
+    // More than a chunk, so postdrop has been given part of the message.
+    stdin
+        .write_all(&b"Subject: half\n\nsome line\n".repeat(10_000))
+        .unwrap();
+    stdin.flush().unwrap();
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for("postdrop's file", &|| !sb.maildrop().is_empty());
+    child.kill().unwrap(); // SIGKILL: sendmail can neither pass it on nor clean up.
+    child.wait().unwrap();
+    drop(stdin);
+    // postdrop now sees its input end without the end marker and removes its file.
+    wait_for("the partial file to go", &|| sb.maildrop().is_empty());
+    // And a whole message still goes through.
+    let out = sb.sendmail(&pd, &["-f", "alice", "bob"], b"Subject: whole\n\nx\n");
+    assert!(out.status.success(), "{out:?}");
+    let files = sb.maildrop();
+    assert_eq!(files.len(), 1);
+    assert_eq!(read(&files[0]).1, "Subject: whole\n\nx\n");
+}
+
+#[test]
 fn mailq_flush_and_newaliases() {
     let sb = Sandbox::new();
     let guard = spawn_lock();

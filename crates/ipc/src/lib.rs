@@ -16,6 +16,8 @@
 //! an event loop, [`read_frame`]/[`write_frame`] serve blocking clients.
 #![deny(missing_docs)]
 
+pub mod chunked;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
