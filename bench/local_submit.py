@@ -145,6 +145,7 @@ alias_maps =
 alias_database =
 compatibility_level = 3.6
 maillog_file = {w}/maillog
+maillog_file_prefixes = {w}
 smtputf8_enable = no
 """
 
