@@ -2,7 +2,6 @@
 #   make run       build, create ./run (a sandbox for you), start it, say how to use it
 #   make test      install test tools (apt, when root), lint, build once, run every test
 #   make bench     the benchmarks in bench/ (side by side with Postfix when installed)
-#   make install   PREFIX=/usr DESTDIR=... (see man/petrel.8)
 
 CARGO   ?= cargo
 PREFIX  ?= /usr/local

@@ -339,7 +339,11 @@ pub fn from_maildrop(settings: &Settings, name: &str) -> Result<Ready, Failure> 
         Err(f) => return Err(f),
     };
     job.data(&content);
-    job.end()
+    match job.end() {
+        // Refused for good (too large for today's message_size_limit): keep it, aside.
+        Err(f) if !f.temporary => Err(corrupt(name, &f.reason)),
+        other => other,
+    }
 }
 
 fn corrupt(name: &str, why: &str) -> Failure {

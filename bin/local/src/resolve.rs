@@ -121,11 +121,12 @@ impl AliasCache {
         Ok(())
     }
 
-    fn table_with(&self, name: &str) -> Option<&Aliases> {
+    /// The first alias file that has `name`, and the table.
+    fn table_with(&self, name: &str) -> Option<(&Path, &Aliases)> {
         self.loaded
             .iter()
-            .map(|(_, _, a)| a)
-            .find(|a| a.get(name).is_some())
+            .find(|(_, _, a)| a.get(name).is_some())
+            .map(|(p, _, a)| (p.as_path(), a))
     }
 }
 
@@ -204,8 +205,10 @@ fn resolve_local(
     } else {
         base
     };
+    let mut alias_owner = s.default_privs;
     let targets = match cache.table_with(key) {
-        Some(table) => {
+        Some((file, table)) => {
+            alias_owner = owner_or_default_privs(file, s);
             let mut ctx = Ctx { s };
             match expand(key, table, &mut ctx) {
                 Ok(t) => t,
@@ -250,12 +253,12 @@ fn resolve_local(
             Target::Remote(a) => out.push(Final::Remote(a)),
             Target::File { path, via } => {
                 check_allowed(&s.allow_files, &via, "files")?;
-                let (uid, gid) = owner_of(&via, s);
+                let (uid, gid) = owner_of(&via, alias_owner, s);
                 out.push(Final::File { path, uid, gid });
             }
             Target::Command { command, via } => {
                 check_allowed(&s.allow_commands, &via, "commands")?;
-                let (uid, gid) = owner_of(&via, s);
+                let (uid, gid) = owner_of(&via, alias_owner, s);
                 out.push(Final::Command {
                     command,
                     uid,
@@ -284,15 +287,19 @@ fn check_allowed(allowed: &[String], via: &Via, what: &str) -> Result<(), Proble
     }
 }
 
-/// Files and commands from an alias table run as default_privs; from an `:include:` file
-/// as that file's owner (default_privs when root owns it).
-fn owner_of(via: &Via, s: &Settings) -> (u32, u32) {
+/// Files and commands listed in an alias file or an `:include:` file run as that file's
+/// owner, or as default_privs when root owns it (Postfix's rule).
+fn owner_of(via: &Via, alias_owner: (u32, u32), s: &Settings) -> (u32, u32) {
     match via {
-        Via::Alias => s.default_privs,
-        Via::Include(p) => match std::fs::metadata(p) {
-            Ok(m) if m.uid() != 0 => (m.uid(), m.gid()),
-            _ => s.default_privs,
-        },
+        Via::Alias => alias_owner,
+        Via::Include(p) => owner_or_default_privs(p, s),
+    }
+}
+
+fn owner_or_default_privs(file: &Path, s: &Settings) -> (u32, u32) {
+    match std::fs::metadata(file) {
+        Ok(m) if m.uid() != 0 => (m.uid(), m.gid()),
+        _ => s.default_privs,
     }
 }
 

@@ -701,6 +701,14 @@ impl Manager {
             // Every recipient is finished: the file goes. No mark is needed first.
             match std::fs::remove_file(&path) {
                 Ok(()) => log::info!("{id}: removed"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // The operator held it while it was being delivered. Every recipient is
+                    // done, so the held copy must not be released and delivered again.
+                    let held = Dir::Hold.file(id);
+                    if same_file(&msg.file, &held) && std::fs::remove_file(&held).is_ok() {
+                        log::info!("{id}: removed (delivered while on hold)");
+                    }
+                }
                 Err(e) => log::warn!("{id}: remove {path}: {e}"),
             }
             let _ = std::fs::remove_file(Dir::Defer.file(id));
@@ -745,6 +753,15 @@ impl Manager {
             // The operator moved or removed it meanwhile (hold, delete): leave it there.
             Err(e) => log::warn!("{id}: move to deferred/: {e}"),
         }
+    }
+}
+
+/// True when `path` names the file `f` is open on.
+fn same_file(f: &File, path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

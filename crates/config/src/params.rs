@@ -31,7 +31,7 @@ pub struct ParamDef {
     pub kind: Kind,
     /// Default value (before `$name` expansion). `@hostname` and `@domain` are computed.
     pub default: &'static str,
-    /// One-line description, used by `petrel config show -d` and the man page check.
+    /// One-line description (man/petrel.conf.5 says more; a test keeps the two in step).
     pub doc: &'static str,
 }
 

@@ -85,6 +85,7 @@ fn parse_args(program: &str, argv: &[String]) -> Result<Parsed, String> {
             "--" => {
                 p.rest.extend(it.by_ref().cloned());
             }
+            o if o.starts_with("-o") && o.contains('=') => p.overrides.push(o[2..].to_string()),
             other => p.rest.push(other.to_string()),
         }
     }
@@ -168,7 +169,7 @@ pub fn mail_owner(cfg: &Config) -> Result<(nix::unistd::Uid, nix::unistd::Gid), 
     match nix::unistd::User::from_name(&name) {
         Ok(Some(u)) => Ok((u.uid, u.gid)),
         Ok(None) => Err(format!(
-            "mail_owner {name}: no such user (create it, or run petrel set-permissions)"
+            "mail_owner {name}: no such user (create it: see petrel(8))"
         )),
         Err(e) => Err(format!("mail_owner {name}: {e}")),
     }
@@ -291,7 +292,7 @@ mod tests {
 
     #[test]
     fn master_arguments_parse() {
-        let argv: Vec<String> = "-c /etc/x -n local -t unix -u -r -o a=b -- --extra"
+        let argv: Vec<String> = "-c /etc/x -n local -t unix -u -r -o a=b -oc=d -- --extra"
             .split(' ')
             .map(String::from)
             .collect();
@@ -299,7 +300,7 @@ mod tests {
         assert_eq!(p.config_dir.as_deref(), Some(Path::new("/etc/x")));
         assert_eq!(p.service, "local");
         assert!(p.unpriv && p.chroot);
-        assert_eq!(p.overrides, vec!["a=b"]);
+        assert_eq!(p.overrides, vec!["a=b", "c=d"]);
         assert_eq!(p.rest, vec!["--extra"]);
         assert!(parse_args("x", &["-c".to_string()]).is_err());
     }

@@ -2,9 +2,9 @@
 //! lists of `.forward` and `:include:` files.
 //!
 //! ```text
-//! # comment
+//! # comment lines start with '#'; "root" on its own right-hand side means root's mailbox
 //! postmaster: root
-//! root:       root, admin@example.org          # "root" here means root's own mailbox
+//! root:       root, admin@example.org
 //! "sales team": alice,
 //!     bob, "|/usr/bin/ticket --queue sales, urgent"
 //! archive:    /var/mail-archive/all, :include:/etc/petrel/archive.list
