@@ -121,6 +121,13 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
                 assert_eq!(root, spool, "{name} is chrooted to the queue directory");
                 assert_eq!(status_field(pid, "NoNewPrivs"), "1", "{name}");
             }
+            "smtpd" => {
+                // Unprivileged, not chrooted: its recipient lookups read files outside the spool.
+                let want = owner.uid.to_string();
+                assert!(uid.split_whitespace().all(|u| u == want), "smtpd: Uid {uid}");
+                assert_eq!(cap_eff, "0000000000000000", "smtpd has capabilities");
+                assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+            }
             "local" => {
                 assert!(
                     uid.split_whitespace().all(|u| u == "0"),

@@ -9,7 +9,7 @@ use petrel_daemon::Daemon;
 use petrel_ipc::cleanup::{Reply, Request};
 use petrel_ipc::{FrameReader, Incoming};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 
@@ -137,15 +137,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&t) else {
             return;
         };
-        let mut buf = [0u8; 64 * 1024];
-        while !conn.eof && conn.out.len() < MAX_OUT {
-            match conn.stream.read(&mut buf) {
-                Ok(0) => conn.eof = true,
-                Ok(n) => conn.reader.feed(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => conn.eof = true,
-            }
+        if !conn.eof && conn.out.len() < MAX_OUT {
+            conn.eof = conn.reader.read_from(&mut conn.stream);
         }
         self.process(t);
         self.flush(t);

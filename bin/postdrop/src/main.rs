@@ -79,35 +79,8 @@ use std::path::{Path, PathBuf};
 
 use petrel_config::Config;
 
-/// sysexits.h values postdrop uses.
-pub(crate) mod exit {
-    /// Bad command line.
-    pub const USAGE: i32 = 64;
-    /// Bad input data.
-    pub const DATAERR: i32 = 65;
-    /// A system error.
-    pub const OSERR: i32 = 71;
-    /// Try again later.
-    pub const TEMPFAIL: i32 = 75;
-    /// Configuration error.
-    pub const CONFIG: i32 = 78;
-}
-
-/// Why postdrop gives up: the exit status and a one-line reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Fatal {
-    pub code: i32,
-    pub reason: String,
-}
-
-impl Fatal {
-    pub(crate) fn new(code: i32, reason: impl Into<String>) -> Fatal {
-        Fatal {
-            code,
-            reason: reason.into(),
-        }
-    }
-}
+pub(crate) use petrel_util::sysexits as exit;
+pub(crate) use petrel_util::sysexits::Fatal;
 
 fn main() {
     match run() {

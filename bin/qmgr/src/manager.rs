@@ -19,7 +19,7 @@ use petrel_queue::file::{self, Envelope};
 use petrel_queue::{Dir, QueueId};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::{Duration, Instant, SystemTime};
 
 const LISTENER: Token = Token(0);
@@ -304,22 +304,7 @@ impl Manager {
         let mut notices = Vec::new();
         let mut close = false;
         if let Some(n) = self.notifiers.get_mut(&t) {
-            let mut buf = [0u8; 8192];
-            loop {
-                match n.stream.read(&mut buf) {
-                    Ok(0) => {
-                        close = true;
-                        break;
-                    }
-                    Ok(k) => n.reader.feed(&buf[..k]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        close = true;
-                        break;
-                    }
-                }
-            }
+            close = n.reader.read_from(&mut n.stream);
             loop {
                 match n.reader.next_frame::<Notice>() {
                     Ok(Some(m)) => notices.push(m),
@@ -492,22 +477,7 @@ impl Manager {
         let mut replies = Vec::new();
         let mut lost = false;
         if let Some(agent) = self.agents.get_mut(&t) {
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match agent.stream.read(&mut buf) {
-                    Ok(0) => {
-                        lost = true;
-                        break;
-                    }
-                    Ok(n) => agent.reader.feed(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        lost = true;
-                        break;
-                    }
-                }
-            }
+            lost = agent.reader.read_from(&mut agent.stream);
             loop {
                 match agent.reader.next_frame::<delivery::Reply>() {
                     Ok(Some(Incoming::Msg(r))) => replies.push(r),

@@ -152,6 +152,21 @@ impl FrameReader {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Reads everything `r` (a non-blocking socket) has now, until it would block.
+    /// Returns true when the peer has closed the connection or the read failed.
+    pub fn read_from(&mut self, r: &mut impl Read) -> bool {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => self.feed(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+    }
+
     /// Bytes buffered but not yet returned as frames.
     pub fn pending(&self) -> usize {
         self.buf.len() - self.start

@@ -14,6 +14,7 @@
 
 pub mod aliases;
 pub mod expand;
+pub mod local_table;
 pub mod passwd_file;
 pub mod userdb;
 
@@ -21,34 +22,6 @@ pub use aliases::{Aliases, Dest};
 pub use expand::{expand, ExpandContext, ExpandError, Target, Via};
 pub use userdb::{User, UserDb};
 
-use std::fmt;
-use std::path::PathBuf;
-
-/// A problem in a map file, with the file and (when it has one) the line it is on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineError {
-    /// The file the problem is in.
-    pub file: PathBuf,
-    /// 1-based line number, or 0 when the problem is not on one line.
-    pub line: usize,
-    /// What is wrong.
-    pub reason: String,
-}
-
-impl fmt::Display for LineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line > 0 {
-            write!(
-                f,
-                "{}, line {}: {}",
-                self.file.display(),
-                self.line,
-                self.reason
-            )
-        } else {
-            write!(f, "{}: {}", self.file.display(), self.reason)
-        }
-    }
-}
-
-impl std::error::Error for LineError {}
+/// A problem in a map file, with the file and (when it has one) the line it is on: the
+/// same shape as a configuration error, and printed the same way (`FILE, line N: reason`).
+pub type LineError = petrel_config::ConfigError;

@@ -1,0 +1,51 @@
+//! smtpd — Petrel's SMTP server.
+//!
+//! SYNOPSIS: started by master for each `inet` service whose command is `smtpd`.
+//!
+//! DESCRIPTION: smtpd speaks ESMTP (RFC 5321) with PIPELINING, SIZE, 8BITMIME,
+//! ENHANCEDSTATUSCODES, SMTPUTF8, DSN and CHUNKING. One process serves every connection
+//! master hands it with a single event loop; several processes (maxproc) share the
+//! listening socket. A recipient is accepted when its domain is in mydestination (and the
+//! user or alias exists: unknown users get 550 5.1.1 at RCPT time), in relay_domains, or
+//! when the client is in mynetworks; anyone else gets 554 5.7.1 Relay access denied
+//! (smtpd_relay_restrictions, then smtpd_recipient_restrictions, in Postfix's order).
+//! Messages stream to cleanup as they arrive; `250 Ok: queued as ID` is sent only after
+//! cleanup reports the queue file fsynced. Only CR LF . CR LF ends DATA; a message with a
+//! bare LF is refused with 550 5.5.2, so no second message can be smuggled inside it.
+//! Hostile clients meet limits: line_length_limit, smtpd_recipient_limit,
+//! smtpd_hard_error_limit, smtpd_timeout, smtpd_client_connection_count_limit and
+//! smtpd_connection_limit.
+//!
+//! SECURITY: runs as mail_owner with no capabilities; never touches the queue itself.
+//!
+//! CONFIGURATION PARAMETERS: myhostname, smtpd_banner, mydestination, relay_domains,
+//! mynetworks, smtpd_relay_restrictions, smtpd_recipient_restrictions,
+//! smtpd_reject_unlisted_recipient, local_recipient_maps, recipient_delimiter,
+//! message_size_limit, smtpd_recipient_limit, smtpd_hard_error_limit, smtpd_timeout,
+//! line_length_limit, disable_vrfy_command, smtpd_client_connection_count_limit,
+//! smtpd_connection_limit.
+
+mod policy;
+mod server;
+mod session;
+
+fn main() {
+    let d = petrel_daemon::start("smtpd", petrel_daemon::RootNeeds::Nothing);
+    let settings = match policy::Settings::from_config(&d.cfg) {
+        Ok(s) => s,
+        Err(e) => petrel_log::fatal(e),
+    };
+    let table =
+        match petrel_maps::local_table::LocalTable::new(&d.cfg.get_list("local_recipient_maps")) {
+            Ok(t) => t,
+            Err(e) => petrel_log::fatal(format!("local_recipient_maps: {e}")),
+        };
+    let Some(fd) = d.listener else {
+        petrel_log::fatal("no listening socket: smtpd must be started by master");
+    };
+    let listener = std::net::TcpListener::from(fd);
+    let result = server::Server::new(listener, settings, table).and_then(|mut s| s.run());
+    if let Err(e) = result {
+        petrel_log::fatal(format!("smtpd: {e}"));
+    }
+}
