@@ -361,6 +361,62 @@ pub mod delivery {
     }
 }
 
+/// authd's protocol: a service asks whether a user's password is right.
+pub mod auth {
+    use serde::{Deserialize, Serialize};
+
+    /// service → authd. One outstanding request per connection; the reply may come late
+    /// (failed attempts are delayed on purpose).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum Request {
+        /// Check `user`'s `password` for a login to `service` from `client`.
+        Check {
+            /// `smtpd`, `imapd`, `pop3d` (for logs and per-service rules).
+            service: String,
+            /// The client's IP address, for throttling and logs.
+            client: String,
+            /// The login name as the client gave it.
+            user: String,
+            /// The password as the client gave it.
+            password: String,
+        },
+    }
+
+    /// authd → service.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum Reply {
+        /// The password is right.
+        Ok {
+            /// The canonical user name (as in the password file).
+            user: String,
+            /// uid to run the user's mail session as.
+            uid: u32,
+            /// gid to run the user's mail session as.
+            gid: u32,
+            /// The user's home directory.
+            home: String,
+        },
+        /// Wrong user or password (the same answer for both).
+        Fail,
+        /// This client (or user) failed too often: refused for a while, password not checked.
+        Throttled,
+        /// authd cannot check now (password file unreadable, …): try again later.
+        Temporary {
+            /// Why, for logs.
+            reason: String,
+        },
+    }
+
+    impl super::Protocol for Request {
+        const ID: u8 = 0x41;
+        const NAME: &'static str = "auth request v1";
+    }
+    impl super::Protocol for Reply {
+        const ID: u8 = 0x42;
+        const NAME: &'static str = "auth reply v1";
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
