@@ -346,3 +346,403 @@ pub fn header(msg: &str, name: &str) -> Option<String> {
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
 }
+
+// ---------------------------------------------------------------------------------------
+// SMTP: the sandbox's smtpd, a raw dialogue client, and running outside clients with a
+// time limit. Every connection is to 127.0.0.1; every read and wait has a deadline.
+// ---------------------------------------------------------------------------------------
+
+/// How long one SMTP reply may take before a read gives up.
+pub const SMTP_REPLY_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Sandbox {
+    /// The port of the sandbox's smtpd (`127.0.0.1:{base + 25}` in services.conf).
+    pub fn smtp_port(&self) -> u16 {
+        self.base + 25
+    }
+
+    /// Starts the suite and waits until smtpd greets on [`Sandbox::smtp_port`]. Panics
+    /// (does not skip) when there is no smtpd next to petrel: it is the program under test.
+    pub fn start_smtp(&mut self) {
+        assert!(
+            self.bin.join("smtpd").exists(),
+            "{} is missing: run `cargo build --workspace --bins` first",
+            self.bin.join("smtpd").display()
+        );
+        let conf = std::fs::read_to_string(self.etc.join("services.conf")).unwrap();
+        assert!(
+            conf.contains(&format!("127.0.0.1:{}", self.smtp_port())),
+            "petrel sandbox wrote no smtpd listener:\n{conf}"
+        );
+        self.start();
+        self.wait_for("smtpd running", Duration::from_secs(20), || {
+            !self.pids_of("smtpd").is_empty()
+        });
+        self.wait_smtp(Duration::from_secs(20));
+    }
+
+    /// Waits until a connection to smtpd gets a 220 greeting (then says QUIT and waits for
+    /// the server to close, so the probe no longer counts against connection limits).
+    pub fn wait_smtp(&self, limit: Duration) {
+        let port = self.smtp_port();
+        self.wait_for(&format!("a 220 greeting on port {port}"), limit, || {
+            let Ok(mut c) = SmtpClient::connect(port) else {
+                return false;
+            };
+            if !matches!(c.reply(), Ok(r) if r.code == 220) {
+                return false;
+            }
+            let _ = c.send(b"QUIT\r\n");
+            let _ = c.reply();
+            let _ = c.wait_closed(Duration::from_secs(5));
+            true
+        });
+    }
+
+    /// Every file in every queue directory a message can be in (`maildrop`, `incoming`,
+    /// `active`, `deferred`, `hold`, `corrupt`), as `dir/name`.
+    pub fn all_queue_files(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for d in [
+            "maildrop", "incoming", "active", "deferred", "hold", "corrupt",
+        ] {
+            v.extend(self.queue_files(d).into_iter().map(|f| format!("{d}/{f}")));
+        }
+        v.sort();
+        v
+    }
+
+    /// Every message file in every Maildir (new/, cur/, tmp/) under the sandbox's home/,
+    /// and every mbox file in its mail spool directory.
+    pub fn all_mailbox_files(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        if let Ok(homes) = std::fs::read_dir(self.dir.join("home")) {
+            for h in homes.flatten() {
+                for sub in ["new", "cur", "tmp"] {
+                    if let Ok(rd) = std::fs::read_dir(h.path().join("Maildir").join(sub)) {
+                        v.extend(rd.flatten().map(|e| e.path()));
+                    }
+                }
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("mail")) {
+            v.extend(
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)),
+            );
+        }
+        v.sort();
+        v
+    }
+}
+
+/// One SMTP reply: its code and its lines as received (without CRLF, with the code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    /// The three-digit code.
+    pub code: u16,
+    /// Every line, e.g. `["250-mail.sandbox.test", "250 CHUNKING"]`.
+    pub lines: Vec<String>,
+}
+
+impl SmtpReply {
+    /// The last line (`250 2.0.0 Ok`).
+    pub fn last(&self) -> &str {
+        self.lines.last().map(String::as_str).unwrap_or("")
+    }
+
+    /// The text of every line after `NNN-`/`NNN `.
+    pub fn texts(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .map(|l| l.get(4..).unwrap_or(""))
+            .collect()
+    }
+
+    /// True when the (last) line starts with `prefix`.
+    pub fn starts_with(&self, prefix: &str) -> bool {
+        self.last().starts_with(prefix)
+    }
+}
+
+impl std::fmt::Display for SmtpReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.lines.join("\\r\\n"))
+    }
+}
+
+/// Why a read of a reply ended without one.
+#[derive(Debug)]
+pub enum SmtpEnd {
+    /// The server closed the connection (with what came before the close, if anything).
+    Closed(Vec<u8>),
+    /// Nothing complete within the time limit (with what came, if anything).
+    Timeout(Vec<u8>),
+    /// Another I/O error (e.g. connection reset).
+    Io(std::io::Error),
+    /// A line that is not an SMTP reply line.
+    Garbage(String),
+}
+
+/// A raw SMTP dialogue over TCP to 127.0.0.1: send any bytes, read whole replies.
+pub struct SmtpClient {
+    /// The connection.
+    pub stream: std::net::TcpStream,
+    buf: Vec<u8>,
+    timeout: Duration,
+}
+
+impl SmtpClient {
+    /// Connects to 127.0.0.1:`port` (does not read the greeting).
+    pub fn connect(port: u16) -> std::io::Result<SmtpClient> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        stream.set_write_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_nodelay(true)?;
+        Ok(SmtpClient {
+            stream,
+            buf: Vec::new(),
+            timeout: SMTP_REPLY_TIMEOUT,
+        })
+    }
+
+    /// Connects and reads the greeting, which must be a 220.
+    pub fn open(port: u16) -> SmtpClient {
+        let mut c = SmtpClient::connect(port)
+            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        let g = c.reply().unwrap_or_else(|e| panic!("no greeting: {e:?}"));
+        assert_eq!(g.code, 220, "greeting: {g}");
+        c
+    }
+
+    /// Connects, reads the 220 greeting and says `EHLO helo` (which must get a 250).
+    pub fn ehlo(port: u16, helo: &str) -> SmtpClient {
+        let mut c = SmtpClient::open(port);
+        let r = c.cmd(&format!("EHLO {helo}"));
+        assert_eq!(r.code, 250, "EHLO {helo}: {r}");
+        c
+    }
+
+    /// Changes how long one reply may take.
+    pub fn set_reply_timeout(&mut self, t: Duration) {
+        self.timeout = t;
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+
+    /// Reads one whole reply within the reply timeout.
+    pub fn reply(&mut self) -> Result<SmtpReply, SmtpEnd> {
+        self.reply_within(self.timeout)
+    }
+
+    /// Reads one whole reply within `limit`.
+    pub fn reply_within(&mut self, limit: Duration) -> Result<SmtpReply, SmtpEnd> {
+        let end = Instant::now() + limit;
+        let mut lines = Vec::new();
+        loop {
+            while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = self.buf.drain(..=pos).collect();
+                let mut line = String::from_utf8_lossy(&raw).to_string();
+                while line.ends_with(['\r', '\n']) {
+                    line.pop();
+                }
+                let b = line.as_bytes();
+                if b.len() < 3
+                    || !b[..3].iter().all(u8::is_ascii_digit)
+                    || (b.len() > 3 && b[3] != b' ' && b[3] != b'-')
+                {
+                    return Err(SmtpEnd::Garbage(line));
+                }
+                let code: u16 = line[..3].parse().unwrap();
+                let more = b.len() > 3 && b[3] == b'-';
+                lines.push(line);
+                if !more {
+                    return Ok(SmtpReply { code, lines });
+                }
+            }
+            let now = Instant::now();
+            if now >= end {
+                let mut got = lines.join("\r\n").into_bytes();
+                got.extend_from_slice(&self.buf);
+                return Err(SmtpEnd::Timeout(got));
+            }
+            match self.read_some(end - now) {
+                Ok(0) => {
+                    let mut got = lines.join("\r\n").into_bytes();
+                    got.extend_from_slice(&self.buf);
+                    return Err(SmtpEnd::Closed(got));
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(SmtpEnd::Io(e)),
+            }
+        }
+    }
+
+    fn read_some(&mut self, limit: Duration) -> std::io::Result<usize> {
+        use std::io::Read;
+        let t = limit.max(Duration::from_millis(1));
+        self.stream.set_read_timeout(Some(t))?;
+        let mut b = [0u8; 65536];
+        let n = self.stream.read(&mut b)?;
+        self.buf.extend_from_slice(&b[..n]);
+        Ok(n)
+    }
+
+    /// Sends `line` + CRLF and reads the reply; panics (naming the command) when there is
+    /// none.
+    pub fn cmd(&mut self, line: &str) -> SmtpReply {
+        self.send(format!("{line}\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("sending {line:?}: {e}"));
+        self.reply()
+            .unwrap_or_else(|e| panic!("no reply to {line:?}: {e:?}"))
+    }
+
+    /// Like [`SmtpClient::cmd`], and asserts that the reply's last line starts with
+    /// `prefix`.
+    pub fn expect(&mut self, line: &str, prefix: &str) -> SmtpReply {
+        let r = self.cmd(line);
+        assert!(
+            r.starts_with(prefix),
+            "{line:?}: expected {prefix:?}, got {r}"
+        );
+        r
+    }
+
+    /// MAIL, RCPT(s), DATA, the message (dot-stuffed here; CRLF line ends), and returns
+    /// the reply to the final dot. Panics when MAIL/RCPT/DATA are refused.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], message: &str) -> SmtpReply {
+        self.expect(&format!("MAIL FROM:<{from}>"), "250 2.1.0");
+        for t in to {
+            self.expect(&format!("RCPT TO:<{t}>"), "250 2.1.5");
+        }
+        self.expect("DATA", "354 ");
+        self.send(&dot_stuff(message)).unwrap();
+        self.reply().expect("a reply to the final dot")
+    }
+
+    /// Reads until the server closes the connection or `limit` passes. Ok(bytes received
+    /// before the close) when it closed (a reset counts as closed), Err(bytes) when it
+    /// did not close in time.
+    pub fn wait_closed(&mut self, limit: Duration) -> Result<Vec<u8>, Vec<u8>> {
+        let end = Instant::now() + limit;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                return Err(std::mem::take(&mut self.buf));
+            }
+            match self.read_some(end - now) {
+                Ok(0) => return Ok(std::mem::take(&mut self.buf)),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Ok(std::mem::take(&mut self.buf)),
+            }
+        }
+    }
+}
+
+/// A message as sent after DATA: LF or CRLF line ends become CRLF, lines starting with
+/// "." get another, and the terminating CRLF.CRLF is appended.
+pub fn dot_stuff(message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    let body = message.strip_suffix('\n').unwrap_or(message);
+    for line in body.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.starts_with('.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// The queue id in a `250 2.0.0 Ok: queued as ID` reply.
+pub fn queued_id(r: &SmtpReply) -> Option<String> {
+    r.last()
+        .split_once("queued as ")
+        .map(|(_, id)| id.trim().to_string())
+}
+
+/// Runs a command with `input` on stdin; kills it when it has not finished within `limit`
+/// (the Output's status then says killed by SIGKILL, and stderr says why).
+pub fn run_limited(mut c: Command, input: &[u8], limit: Duration) -> Output {
+    use std::io::{Read, Write};
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {c:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let w = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let ro = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let re = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let end = Instant::now() + limit;
+    let mut killed = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            killed = true;
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = w.join();
+    let stdout = ro.join().unwrap_or_default();
+    let mut stderr = re.join().unwrap_or_default();
+    if killed {
+        stderr.extend_from_slice(format!("\n[killed after {limit:?}]\n").as_bytes());
+    }
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Runs `python3 -c script args...` with a time limit.
+pub fn python(script: &str, args: &[&str], limit: Duration) -> Output {
+    let mut c = Command::new("python3");
+    c.arg("-c").arg(script).args(args);
+    run_limited(c, b"", limit)
+}
+
+/// The path of an outside program, if installed (`/usr/bin/swaks`, …).
+pub fn installed(candidates: &[&str]) -> Option<PathBuf> {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(false))
+}

@@ -124,7 +124,10 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
             "smtpd" => {
                 // Unprivileged, not chrooted: its recipient lookups read files outside the spool.
                 let want = owner.uid.to_string();
-                assert!(uid.split_whitespace().all(|u| u == want), "smtpd: Uid {uid}");
+                assert!(
+                    uid.split_whitespace().all(|u| u == want),
+                    "smtpd: Uid {uid}"
+                );
                 assert_eq!(cap_eff, "0000000000000000", "smtpd has capabilities");
                 assert_eq!(status_field(pid, "NoNewPrivs"), "1");
             }

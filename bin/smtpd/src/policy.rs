@@ -158,6 +158,73 @@ pub fn unknown_user(address: &str) -> Verdict {
     )
 }
 
+/// `smtpd_tls_security_level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsLevel {
+    /// No TLS.
+    None,
+    /// Offer STARTTLS.
+    May,
+    /// Require TLS before MAIL and AUTH.
+    Encrypt,
+}
+
+/// `smtpd_sender_login_maps`: which logins own which sender addresses.
+#[derive(Debug, Clone, Default)]
+pub struct SenderLogins {
+    entries: Vec<(String, Vec<String>)>,
+}
+
+impl SenderLogins {
+    /// Parses the map files: `address-or-@domain  login[, login…]` per line.
+    pub fn load(files: &[String]) -> Result<SenderLogins, String> {
+        let mut entries = Vec::new();
+        for f in files {
+            let path = f
+                .split_once(':')
+                .filter(|(t, _)| !t.contains('/'))
+                .map_or(f.as_str(), |(_, p)| p);
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("smtpd_sender_login_maps: {path}: {e}"))?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let mut parts = line
+                    .split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|x| !x.is_empty());
+                let key = parts.next().unwrap_or_default().to_ascii_lowercase();
+                let logins: Vec<String> = parts.map(str::to_string).collect();
+                if logins.is_empty() {
+                    return Err(format!("{path}, line {}: no login for {key}", i + 1));
+                }
+                entries.push((key, logins));
+            }
+        }
+        Ok(SenderLogins { entries })
+    }
+
+    /// True when the map is in use.
+    pub fn enabled(&self) -> bool {
+        !self.entries.is_empty()
+    }
+
+    /// True when `login` owns `sender` (exact address first, then `@domain`).
+    pub fn owns(&self, login: &str, sender: &str) -> bool {
+        let sender = sender.to_ascii_lowercase();
+        let domain = sender.rsplit_once('@').map(|(_, d)| format!("@{d}"));
+        let lookup = |k: &str| {
+            self.entries
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, l)| l)
+        };
+        let list = lookup(&sender).or_else(|| domain.as_deref().and_then(lookup));
+        list.is_some_and(|l| l.iter().any(|x| x == login))
+    }
+}
+
 /// Everything smtpd reads from petrel.conf.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -178,6 +245,13 @@ pub struct Settings {
     pub client_connection_limit: usize,
     pub connection_limit: usize,
     pub recipient_delimiter: String,
+    pub tls_level: TlsLevel,
+    /// A certificate was loaded (set by main once the TLS configuration is ready).
+    pub tls_available: bool,
+    pub tls_wrappermode: bool,
+    pub tls_auth_only: bool,
+    pub sasl_enabled: bool,
+    pub sender_logins: SenderLogins,
 }
 
 impl Settings {
@@ -214,6 +288,21 @@ impl Settings {
                 as usize,
             connection_limit: c.get_int("smtpd_connection_limit").max(1) as usize,
             recipient_delimiter: c.get("recipient_delimiter"),
+            tls_level: match c.get("smtpd_tls_security_level").as_str() {
+                "" | "none" => TlsLevel::None,
+                "may" => TlsLevel::May,
+                "encrypt" => TlsLevel::Encrypt,
+                other => {
+                    return Err(format!(
+                        "smtpd_tls_security_level: {other:?} is not none, may or encrypt"
+                    ))
+                }
+            },
+            tls_available: false,
+            tls_wrappermode: c.get_bool("smtpd_tls_wrappermode"),
+            tls_auth_only: c.get_bool("smtpd_tls_auth_only"),
+            sasl_enabled: c.get_bool("smtpd_sasl_auth_enable"),
+            sender_logins: SenderLogins::load(&c.get_list("smtpd_sender_login_maps"))?,
         })
     }
 
@@ -288,6 +377,28 @@ mod tests {
             evaluate(&unlisted, &facts(true, true, Some(false))),
             Verdict::Reject(550, "5.1.1", _)
         ));
+    }
+
+    #[test]
+    fn sender_login_map() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("logins");
+        std::fs::write(
+            &f,
+            "# who may send as whom\nalice@example.org alice\n@team.example alice, bob\n",
+        )
+        .unwrap();
+        let m = SenderLogins::load(&[f.display().to_string()]).unwrap();
+        assert!(m.enabled());
+        assert!(m.owns("alice", "Alice@Example.org"));
+        assert!(!m.owns("bob", "alice@example.org"));
+        assert!(m.owns("bob", "x@team.example"));
+        assert!(!m.owns("carol", "x@team.example"));
+        assert!(!m.owns("alice", "someone@else.example"));
+        std::fs::write(&f, "lonely@example.org\n").unwrap();
+        assert!(SenderLogins::load(&[f.display().to_string()])
+            .unwrap_err()
+            .contains("line 1"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::policy::Settings;
 use crate::session::{Action, Ctx, Session};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
+use petrel_ipc::auth;
 use petrel_ipc::cleanup::{Reply as CleanupReply, Request};
 use petrel_ipc::{FrameReader, Incoming};
 use petrel_maps::local_table::LocalTable;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
+/// Tokens per connection: client socket, cleanup stream, authd stream.
+const STRIDE: usize = 4;
 /// Stop reading a client while this much output waits for it (it does not read replies).
 const MAX_CLIENT_OUT: usize = 256 * 1024;
 /// Stop reading a client while this much waits to go to cleanup.
@@ -35,6 +38,8 @@ struct Conn {
     ip: IpAddr,
     out: Vec<u8>,
     cleanup: Option<Link>,
+    /// The connection to authd while an AUTH exchange waits for it.
+    authd: Option<Link>,
     last: Instant,
     closing: bool,
     started: Instant,
@@ -118,7 +123,7 @@ impl Server {
             listener,
             conns: HashMap::new(),
             per_ip: HashMap::new(),
-            next: 2,
+            next: STRIDE,
             s: Arc::new(s),
             table,
         })
@@ -136,8 +141,11 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
-                    Token(t) if t % 2 == 0 => self.client_event(t),
-                    Token(t) => self.cleanup_event(t - 1),
+                    Token(t) => match t % STRIDE {
+                        0 => self.client_event(t),
+                        1 => self.cleanup_event(t - 1),
+                        _ => self.authd_event(t - 2),
+                    },
                 }
             }
             if last_sweep.elapsed() >= Duration::from_secs(1) {
@@ -180,7 +188,7 @@ impl Server {
             }
             let _ = stream.set_nodelay(true);
             let t = self.next;
-            self.next += 2;
+            self.next += STRIDE;
             if self
                 .poll
                 .registry()
@@ -204,6 +212,7 @@ impl Server {
                     ip,
                     out: Vec::new(),
                     cleanup: None,
+                    authd: None,
                     last: Instant::now(),
                     closing: false,
                     started: Instant::now(),
@@ -216,6 +225,7 @@ impl Server {
 
     /// Carries out a session's actions.
     fn apply(&mut self, t: usize, actions: Vec<Action>) {
+        let mut auth_down = None;
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
@@ -223,6 +233,36 @@ impl Server {
             match a {
                 Action::Send(b) => c.out.extend_from_slice(&b),
                 Action::Close => c.closing = true,
+                Action::StartTls => {
+                    // Not reachable until a certificate is configured (STARTTLS is not
+                    // offered without one).
+                    log::error!(
+                        "{}: STARTTLS without a TLS configuration",
+                        c.session.client()
+                    );
+                    c.closing = true;
+                }
+                Action::Auth { user, password } => {
+                    let req = auth::Request::Check {
+                        service: "smtpd".into(),
+                        client: c.ip.to_string(),
+                        user,
+                        password,
+                    };
+                    match open_authd(&self.poll, t) {
+                        Ok(mut link) => match petrel_ipc::encode(&req) {
+                            Ok(b) => {
+                                link.out.extend_from_slice(&b);
+                                c.authd = Some(link);
+                            }
+                            Err(e) => log::error!("encode auth request: {e}"),
+                        },
+                        Err(e) => {
+                            log::warn!("connect to private/auth: {e}");
+                            auth_down = Some(format!("authd unavailable: {e}"));
+                        }
+                    }
+                }
                 Action::Cleanup(req) => {
                     let Some(link) = c.cleanup.as_mut() else {
                         continue;
@@ -244,6 +284,60 @@ impl Server {
             }
         }
         self.flush_cleanup(t);
+        self.flush_authd(t);
+        if let Some(reason) = auth_down {
+            self.with_session(t, |s, ctx| {
+                s.auth_reply(auth::Reply::Temporary { reason }, ctx)
+            });
+        }
+    }
+
+    fn flush_authd(&mut self, t: usize) {
+        if let Some(link) = self.conns.get_mut(&t).and_then(|c| c.authd.as_mut()) {
+            while !link.out.is_empty() {
+                match link.stream.write(&link.out) {
+                    Ok(n) => {
+                        link.out.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        link.out.clear();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn authd_event(&mut self, t: usize) {
+        self.flush_authd(t);
+        let mut reply = None;
+        let mut lost = false;
+        if let Some(link) = self.conns.get_mut(&t).and_then(|c| c.authd.as_mut()) {
+            lost = link.reader.read_from(&mut link.stream);
+            match link.reader.next_frame::<auth::Reply>() {
+                Ok(Some(Incoming::Msg(r))) => reply = Some(r),
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("authd protocol error: {e}");
+                    lost = true;
+                }
+            }
+        }
+        if reply.is_none() && !lost {
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&t) {
+            if let Some(mut l) = c.authd.take() {
+                let _ = self.poll.registry().deregister(&mut l.stream);
+            }
+        }
+        let r = reply.unwrap_or(auth::Reply::Temporary {
+            reason: "authd closed the connection".into(),
+        });
+        self.with_session(t, |s, ctx| s.auth_reply(r, ctx));
+        self.client_event(t);
     }
 
     fn client_event(&mut self, t: usize) {
@@ -434,6 +528,9 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
+        if let Some(mut l) = c.authd.take() {
+            let _ = self.poll.registry().deregister(&mut l.stream);
+        }
         if let Some(mut l) = c.cleanup.take() {
             // A message left open is abandoned: cleanup removes its file when we go.
             if c.session.message_open() {
@@ -455,4 +552,21 @@ impl Server {
             c.session.counts.summary()
         );
     }
+}
+
+/// Connects to authd for one AUTH exchange.
+fn open_authd(poll: &Poll, t: usize) -> io::Result<Link> {
+    let s = std::os::unix::net::UnixStream::connect("private/auth")?;
+    s.set_nonblocking(true)?;
+    let mut stream = UnixStream::from_std(s);
+    poll.registry().register(
+        &mut stream,
+        Token(t + 2),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    Ok(Link {
+        stream,
+        out: Vec::new(),
+        reader: FrameReader::new(),
+    })
 }

@@ -6,7 +6,9 @@
 //! while a message waits for cleanup's answer the session reads no further commands (they
 //! wait in the line buffer), and resumes when the answer comes.
 
-use crate::policy::{self, Facts, Settings, Verdict};
+use crate::policy::{self, Facts, Settings, TlsLevel, Verdict};
+use base64::Engine as _;
+use petrel_ipc::auth::Reply as AuthReply;
 use petrel_ipc::cleanup::{Reply as CleanupReply, Request};
 use petrel_ipc::Rcpt;
 use petrel_smtp_proto::{
@@ -25,6 +27,16 @@ pub enum Action {
     Cleanup(Request),
     /// Flush what was sent, then close the connection.
     Close,
+    /// Flush what was sent (the 220), then start TLS on the connection and call
+    /// [`Session::tls_started`] when the handshake is done.
+    StartTls,
+    /// Check these credentials with authd and call [`Session::auth_reply`].
+    Auth {
+        /// The login name.
+        user: String,
+        /// The password.
+        password: String,
+    },
 }
 
 /// What the session asks of the server.
@@ -49,6 +61,10 @@ enum State {
     },
     /// The message went to cleanup; waiting for its answer.
     AwaitCleanup,
+    /// STARTTLS was answered; waiting for the handshake.
+    AwaitTls,
+    /// Credentials went to authd; waiting for its answer.
+    AwaitAuth,
     Closed,
 }
 
@@ -99,7 +115,31 @@ pub struct Session {
     tx: Option<Transaction>,
     errors: u32,
     bdat_dec: BdatDecoder,
+    /// TLS version and cipher, once TLS is on.
+    tls: Option<String>,
+    /// The authenticated login and mechanism.
+    auth: Option<(String, &'static str)>,
+    /// An AUTH exchange in progress (the next line is a SASL response).
+    sasl: Option<Sasl>,
+    pending_mech: &'static str,
     pub counts: Counts,
+}
+
+/// Where an AUTH exchange stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sasl {
+    /// PLAIN without an initial response: waiting for it.
+    Plain,
+    /// LOGIN: waiting for the user name.
+    LoginUser,
+    /// LOGIN: waiting for the password of this user.
+    LoginPassword(String),
+}
+
+fn b64(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
 }
 
 fn reply(code: u16, enhanced: &str, text: impl Into<String>) -> Action {
@@ -122,6 +162,10 @@ impl Session {
             tx: None,
             errors: 0,
             bdat_dec: BdatDecoder::new(),
+            tls: None,
+            auth: None,
+            sasl: None,
+            pending_mech: "",
             counts: Counts::default(),
         };
         (sess, vec![greeting])
@@ -134,7 +178,101 @@ impl Session {
 
     /// True while the session takes input (not waiting for cleanup, not closed).
     pub fn wants_input(&self) -> bool {
-        !matches!(self.state, State::AwaitCleanup | State::Closed)
+        !matches!(
+            self.state,
+            State::AwaitCleanup | State::AwaitTls | State::AwaitAuth | State::Closed
+        )
+    }
+
+    /// The TLS handshake is done (STARTTLS, or at once with implicit TLS).
+    // The server calls this once the TLS transport is wired in (issue 4, in progress).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn tls_started(&mut self, description: String, ctx: &mut dyn Ctx) -> Vec<Action> {
+        self.tls = Some(description);
+        // RFC 3207: the client must start over; nothing said before counts.
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.state = State::Command;
+        let mut out = Vec::new();
+        self.run(ctx, &mut out);
+        out
+    }
+
+    /// authd answered an AUTH exchange.
+    pub fn auth_reply(&mut self, r: AuthReply, ctx: &mut dyn Ctx) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !matches!(self.state, State::AwaitAuth) {
+            return out;
+        }
+        let mechanism = self.pending_mech;
+        self.state = State::Command;
+        match r {
+            AuthReply::Ok { user, .. } => {
+                log::info!(
+                    "{}: sasl_method={mechanism}, sasl_username={user}",
+                    self.client()
+                );
+                self.auth = Some((user, mechanism));
+                out.push(reply(235, "2.7.0", "Authentication successful"));
+            }
+            AuthReply::Fail => {
+                log::warn!("{}: SASL {mechanism} authentication failed", self.client());
+                out.push(reply(535, "5.7.8", "Error: authentication failed"));
+                self.count_error(&mut out);
+            }
+            AuthReply::Throttled => {
+                log::warn!(
+                    "{}: SASL {mechanism} refused: too many failed logins",
+                    self.client()
+                );
+                out.push(reply(
+                    454,
+                    "4.7.0",
+                    "Error: too many failed logins; try again later",
+                ));
+                self.count_error(&mut out);
+            }
+            AuthReply::Temporary { reason } => {
+                log::warn!("{}: SASL {mechanism}: {reason}", self.client());
+                out.push(reply(454, "4.7.0", "Temporary authentication failure"));
+            }
+        }
+        self.run(ctx, &mut out);
+        out
+    }
+
+    /// The name cleanup puts in the Received header: ESMTP, ESMTPS, ESMTPA, ESMTPSA.
+    fn protocol(&self) -> String {
+        let mut p = String::from(if self.esmtp { "ESMTP" } else { "SMTP" });
+        if self.tls.is_some() {
+            p.push('S');
+        }
+        if self.auth.is_some() {
+            p.push('A');
+        }
+        p
+    }
+
+    fn tls_offered(&self) -> bool {
+        self.s.tls_available
+            && self.s.tls_level != TlsLevel::None
+            && !self.s.tls_wrappermode
+            && self.tls.is_none()
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.s.sasl_enabled && (self.tls.is_some() || !self.s.tls_auth_only)
+    }
+
+    /// With `smtpd_tls_security_level = encrypt`, nothing but EHLO/HELO/STARTTLS/NOOP/
+    /// RSET/QUIT before TLS.
+    fn needs_tls(&mut self, out: &mut Vec<Action>) -> bool {
+        if self.s.tls_level == TlsLevel::Encrypt && self.tls.is_none() {
+            self.error(out, 530, "5.7.0", "Must issue a STARTTLS command first");
+            return true;
+        }
+        false
     }
 
     /// True while a message is open in cleanup (the server aborts it if the client goes).
@@ -146,7 +284,9 @@ impl Session {
     pub fn input(&mut self, bytes: &[u8], ctx: &mut dyn Ctx) -> Vec<Action> {
         let mut out = Vec::new();
         match &mut self.state {
-            State::Command | State::AwaitCleanup => self.lines.push(bytes),
+            State::Command | State::AwaitCleanup | State::AwaitAuth => self.lines.push(bytes),
+            // The server does not read from the client while the TLS handshake is pending.
+            State::AwaitTls => return out,
             State::Data(_) | State::Bdat { .. } => self.feed_body(bytes.to_vec(), &mut out),
             State::Closed => return out,
         }
@@ -162,7 +302,13 @@ impl Session {
         }
         match r {
             CleanupReply::Queued { id } => {
-                log::info!("{id}: client={}", self.client());
+                match &self.auth {
+                    Some((u, m)) => log::info!(
+                        "{id}: client={}, sasl_method={m}, sasl_username={u}",
+                        self.client()
+                    ),
+                    None => log::info!("{id}: client={}", self.client()),
+                }
                 out.push(reply(250, "2.0.0", format!("Ok: queued as {id}")));
             }
             CleanupReply::Failed {
@@ -232,6 +378,13 @@ impl Session {
             let Some(line) = self.lines.next_line() else {
                 return;
             };
+            if let Some(step) = self.sasl.take() {
+                match line {
+                    Line::Ok(l) => self.sasl_response(step, &l, out),
+                    _ => self.error(out, 501, "5.5.2", "Error: bad SASL response"),
+                }
+                continue;
+            }
             match line {
                 Line::Ok(l) => self.command(&l, ctx, out),
                 Line::BareLf(_) => self.error(out, 500, "5.5.2", "Error: bare <LF> received"),
@@ -294,6 +447,13 @@ impl Session {
                     "DSN".into(),
                     "CHUNKING".into(),
                 ];
+                let mut ext = ext;
+                if self.tls_offered() {
+                    ext.insert(1, "STARTTLS".into());
+                }
+                if self.auth_offered() {
+                    ext.insert(1, "AUTH PLAIN LOGIN".into());
+                }
                 out.push(Action::Send(
                     Reply::ehlo(&self.s.myhostname, "", &ext).to_bytes(),
                 ));
@@ -345,13 +505,135 @@ impl Session {
             }
             Command::StartTls => {
                 self.counts.add("starttls");
-                self.error(out, 502, "5.5.1", "Error: command not implemented");
+                self.starttls(out);
             }
-            Command::Auth { .. } => {
+            Command::Auth { mechanism, initial } => {
                 self.counts.add("auth");
-                self.error(out, 503, "5.5.1", "Error: authentication not enabled");
+                self.auth_command(&mechanism, initial, out);
             }
         }
+    }
+
+    fn starttls(&mut self, out: &mut Vec<Action>) {
+        if self.tls.is_some() {
+            return self.error(out, 554, "5.5.1", "Error: TLS already active");
+        }
+        if !self.tls_offered() {
+            return self.error(out, 502, "5.5.1", "Error: command not implemented");
+        }
+        out.push(reply(220, "2.0.0", "Ready to start TLS"));
+        out.push(Action::StartTls);
+        // Anything the client sent after STARTTLS in plaintext is discarded, never
+        // executed inside the TLS session (CVE-2011-0411).
+        self.lines.clear();
+        self.abort_tx(out);
+        self.state = State::AwaitTls;
+    }
+
+    fn auth_command(&mut self, mechanism: &str, initial: Option<String>, out: &mut Vec<Action>) {
+        if !self.s.sasl_enabled {
+            return self.error(out, 503, "5.5.1", "Error: authentication not enabled");
+        }
+        if self.needs_tls(out) {
+            return;
+        }
+        if !self.auth_offered() {
+            return self.error(
+                out,
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            );
+        }
+        if self.auth.is_some() {
+            return self.error(out, 503, "5.5.1", "Error: already authenticated");
+        }
+        if self.tx.is_some() {
+            return self.error(out, 503, "5.5.1", "Error: MAIL transaction in progress");
+        }
+        match (mechanism, initial) {
+            ("PLAIN", None) => {
+                out.push(Action::Send(b"334 \r\n".to_vec()));
+                self.sasl = Some(Sasl::Plain);
+            }
+            ("PLAIN", Some(i)) => self.sasl_response(Sasl::Plain, i.as_bytes(), out),
+            ("LOGIN", None) => {
+                out.push(Action::Send(b"334 VXNlcm5hbWU6\r\n".to_vec()));
+                self.sasl = Some(Sasl::LoginUser);
+            }
+            ("LOGIN", Some(i)) => self.sasl_response(Sasl::LoginUser, i.as_bytes(), out),
+            _ => self.error(
+                out,
+                504,
+                "5.5.4",
+                "Error: unsupported authentication mechanism",
+            ),
+        }
+    }
+
+    /// One client line during an AUTH exchange.
+    fn sasl_response(&mut self, step: Sasl, line: &[u8], out: &mut Vec<Action>) {
+        let text = String::from_utf8_lossy(line).trim().to_string();
+        if text == "*" {
+            return self.error(out, 501, "5.7.0", "Authentication aborted");
+        }
+        let decoded = if text == "=" {
+            Some(Vec::new())
+        } else {
+            b64(&text)
+        };
+        let Some(decoded) = decoded else {
+            return self.error(out, 501, "5.5.2", "Error: invalid base64 data");
+        };
+        match step {
+            Sasl::Plain => {
+                // authzid NUL authcid NUL passwd; no proxy logins.
+                let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
+                let [authz, user, pass] = parts.as_slice() else {
+                    return self.error(out, 501, "5.5.2", "Error: invalid PLAIN response");
+                };
+                if !authz.is_empty() && authz != user {
+                    return self.error(
+                        out,
+                        535,
+                        "5.7.8",
+                        "Error: authentication failed: authorization identity not allowed",
+                    );
+                }
+                let (user, pass) = (user.to_vec(), pass.to_vec());
+                self.ask_authd("PLAIN", &user, &pass, out);
+            }
+            Sasl::LoginUser => {
+                out.push(Action::Send(b"334 UGFzc3dvcmQ6\r\n".to_vec()));
+                self.sasl = Some(Sasl::LoginPassword(
+                    String::from_utf8_lossy(&decoded).to_string(),
+                ));
+            }
+            Sasl::LoginPassword(user) => {
+                let user = user.into_bytes();
+                self.ask_authd("LOGIN", &user, &decoded, out);
+            }
+        }
+    }
+
+    fn ask_authd(&mut self, mech: &'static str, user: &[u8], pass: &[u8], out: &mut Vec<Action>) {
+        let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(pass))
+        else {
+            return self.error(out, 535, "5.7.8", "Error: authentication failed");
+        };
+        if user.is_empty()
+            || user.len() > 256
+            || password.len() > 1024
+            || user.chars().any(char::is_control)
+        {
+            return self.error(out, 535, "5.7.8", "Error: authentication failed");
+        }
+        self.pending_mech = mech;
+        self.state = State::AwaitAuth;
+        out.push(Action::Auth {
+            user: user.to_string(),
+            password: password.to_string(),
+        });
     }
 
     fn vrfy(&mut self, arg: &str, ctx: &mut dyn Ctx, out: &mut Vec<Action>) {
@@ -418,6 +700,21 @@ impl Session {
 
     fn mail(&mut self, from: ReversePath, params: MailParams, out: &mut Vec<Action>) {
         self.counts.add("mail");
+        if self.needs_tls(out) {
+            return;
+        }
+        if let (Some((login, _)), ReversePath::Mailbox(m)) = (&self.auth, &from) {
+            let addr = m.to_string();
+            if self.s.sender_logins.enabled() && !self.s.sender_logins.owns(login, &addr) {
+                let text = format!("<{addr}>: Sender address rejected: not owned by user {login}");
+                log::info!(
+                    "NOQUEUE: reject: MAIL from {}: 553 5.7.1 {text}; proto={}",
+                    self.client(),
+                    self.protocol()
+                );
+                return self.error(out, 553, "5.7.1", &text);
+            }
+        }
         if self.tx.is_some() {
             return self.error(out, 503, "5.5.1", "Error: nested MAIL command");
         }
@@ -444,14 +741,6 @@ impl Session {
         }
     }
 
-    fn proto(&self) -> &'static str {
-        if self.esmtp {
-            "ESMTP"
-        } else {
-            "SMTP"
-        }
-    }
-
     fn reject_log(&self, to: &str, r: &Reply) {
         log::info!(
             "NOQUEUE: reject: RCPT from {}: {} {} {}; from=<{}> to=<{to}> proto={} helo=<{}>",
@@ -460,13 +749,16 @@ impl Session {
             r.enhanced.as_deref().unwrap_or(""),
             r.lines.join(" "),
             self.sender_text(),
-            self.proto(),
+            self.protocol(),
             self.helo.as_deref().unwrap_or("")
         );
     }
 
     fn rcpt(&mut self, to: Mailbox, params: RcptParams, ctx: &mut dyn Ctx, out: &mut Vec<Action>) {
         self.counts.add("rcpt");
+        if self.needs_tls(out) {
+            return;
+        }
         let Some(tx) = self.tx.as_mut() else {
             return self.error(out, 503, "5.5.1", "Error: need MAIL command");
         };
@@ -505,7 +797,7 @@ impl Session {
         };
         let facts = Facts {
             client_trusted: self.trusted,
-            authenticated: false,
+            authenticated: self.auth.is_some(),
             address: &address,
             destination_ok: local || self.s.is_relay_domain(&domain),
             local_exists,
@@ -536,6 +828,9 @@ impl Session {
             self.count_error(out);
             return false;
         }
+        let protocol = self.protocol();
+        let auth = self.auth.clone();
+        let tls = self.tls.clone();
         let Some(tx) = self.tx.as_mut() else {
             return false;
         };
@@ -553,10 +848,7 @@ impl Session {
             })
             .collect();
         let mut attrs = vec![
-            (
-                "protocol".to_string(),
-                if self.esmtp { "ESMTP" } else { "SMTP" }.to_string(),
-            ),
+            ("protocol".to_string(), protocol),
             ("helo".into(), self.helo.clone().unwrap_or_default()),
             ("client_name".into(), self.client_name.clone()),
             ("client_address".into(), self.ip.to_string()),
@@ -575,6 +867,13 @@ impl Session {
         if tx.params.smtputf8 {
             attrs.push(("smtputf8".into(), "yes".into()));
         }
+        if let Some((user, mech)) = auth {
+            attrs.push(("sasl_method".into(), mech.to_string()));
+            attrs.push(("sasl_username".into(), user));
+        }
+        if let Some(t) = tls {
+            attrs.push(("tls".into(), t));
+        }
         tx.streaming = true;
         out.push(Action::Cleanup(Request::Begin {
             sender,
@@ -586,6 +885,9 @@ impl Session {
 
     fn data(&mut self, ctx: &mut dyn Ctx, out: &mut Vec<Action>) {
         self.counts.add("data");
+        if self.needs_tls(out) {
+            return;
+        }
         // Postfix's answers: outside a transaction "need RCPT", inside one without an
         // accepted recipient "no valid recipients".
         let Some(tx) = self.tx.as_ref() else {
@@ -826,6 +1128,10 @@ mod tests {
                 Action::Send(b) => text.push_str(&String::from_utf8_lossy(&b)),
                 Action::Cleanup(r) => reqs.push(r),
                 Action::Close => text.push_str("<close>"),
+                Action::StartTls => text.push_str("<starttls>"),
+                Action::Auth { user, password } => {
+                    text.push_str(&format!("<auth {user}:{password}>"))
+                }
             }
         }
         (text, reqs)
@@ -962,5 +1268,134 @@ mod tests {
         assert!(text.contains("553 5.6.7"), "{text}");
         assert!(text.contains("250 2.1.5 Ok"), "{text}");
         assert!(text.contains("252 2.0.0"), "{text}");
+    }
+
+    fn texts(actions: Vec<Action>) -> String {
+        let mut t = String::new();
+        for a in actions {
+            match a {
+                Action::Send(b) => t.push_str(&String::from_utf8_lossy(&b)),
+                Action::StartTls => t.push_str("<starttls>"),
+                Action::Auth { user, password } => t.push_str(&format!("<auth {user}:{password}>")),
+                Action::Close => t.push_str("<close>"),
+                Action::Cleanup(_) => {}
+            }
+        }
+        t
+    }
+
+    fn tls_settings(extra: &str) -> Arc<Settings> {
+        let s = settings(&format!(
+            "smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n{extra}"
+        ));
+        let mut s = (*s).clone();
+        s.tls_available = true;
+        Arc::new(s)
+    }
+
+    #[test]
+    fn starttls_discards_pipelined_plaintext_and_resets_the_session() {
+        let mut f = fake();
+        let (mut sess, _) = Session::new(tls_settings(""), "192.0.2.1".parse().unwrap());
+        let t = texts(sess.input(b"EHLO c\r\n", &mut f));
+        assert!(t.contains("250-STARTTLS\r\n") && !t.contains("AUTH"), "{t}");
+        assert!(texts(sess.input(b"AUTH PLAIN AGRlbW8AcHc=\r\n", &mut f)).starts_with("538 5.7.11"));
+        // The classic injection: a command pipelined after STARTTLS in the same packet.
+        let t = texts(sess.input(b"STARTTLS\r\nMAIL FROM:<evil@x>\r\n", &mut f));
+        assert_eq!(t, "220 2.0.0 Ready to start TLS\r\n<starttls>");
+        assert!(!sess.wants_input());
+        let t =
+            texts(sess.tls_started("TLSv1.3 with cipher TLS_AES_256_GCM_SHA384".into(), &mut f));
+        assert_eq!(t, "", "the injected MAIL is never answered");
+        let t = texts(sess.input(b"MAIL FROM:<a@b>\r\n", &mut f));
+        assert!(
+            t.starts_with("250 2.1.0"),
+            "a fresh transaction after TLS: {t}"
+        );
+        let t = texts(sess.input(b"RSET\r\nEHLO c\r\nSTARTTLS\r\n", &mut f));
+        assert!(
+            t.contains("250-AUTH PLAIN LOGIN\r\n") && !t.contains("250-STARTTLS"),
+            "{t}"
+        );
+        assert!(
+            t.ends_with("554 5.5.1 Error: TLS already active\r\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn auth_plain_login_results_and_sender_ownership() {
+        let d = tempfile::tempdir().unwrap();
+        let map = d.path().join("logins");
+        std::fs::write(&map, "demo@example.org demo\n").unwrap();
+        let s = tls_settings(&format!("smtpd_sender_login_maps = {}\n", map.display()));
+        let mut f = fake();
+        let (mut sess, _) = Session::new(s, "192.0.2.1".parse().unwrap());
+        sess.input(b"EHLO c\r\nSTARTTLS\r\n", &mut f);
+        sess.tls_started("TLSv1.3".into(), &mut f);
+        sess.input(b"EHLO c\r\n", &mut f);
+        // PLAIN with an initial response: \0demo\0pw
+        let t = texts(sess.input(b"AUTH PLAIN AGRlbW8AcHc=\r\n", &mut f));
+        assert_eq!(t, "<auth demo:pw>");
+        let t = texts(sess.auth_reply(AuthReply::Fail, &mut f));
+        assert!(t.starts_with("535 5.7.8"), "{t}");
+        // LOGIN, step by step.
+        assert_eq!(
+            texts(sess.input(b"AUTH LOGIN\r\n", &mut f)),
+            "334 VXNlcm5hbWU6\r\n"
+        );
+        assert_eq!(
+            texts(sess.input(b"ZGVtbw==\r\n", &mut f)),
+            "334 UGFzc3dvcmQ6\r\n"
+        );
+        assert_eq!(texts(sess.input(b"cHc=\r\n", &mut f)), "<auth demo:pw>");
+        let ok = AuthReply::Ok {
+            user: "demo".into(),
+            uid: 1,
+            gid: 1,
+            home: "/".into(),
+        };
+        assert_eq!(
+            texts(sess.auth_reply(ok, &mut f)),
+            "235 2.7.0 Authentication successful\r\n"
+        );
+        assert!(texts(sess.input(b"AUTH PLAIN AGRlbW8AcHc=\r\n", &mut f))
+            .starts_with("503 5.5.1 Error: already authenticated"));
+        let t = texts(sess.input(b"MAIL FROM:<boss@example.org>\r\n", &mut f));
+        assert!(
+            t.starts_with(
+                "553 5.7.1 <boss@example.org>: Sender address rejected: not owned by user demo"
+            ),
+            "{t}"
+        );
+        let t = texts(sess.input(
+            b"MAIL FROM:<demo@example.org>\r\nRCPT TO:<x@elsewhere.test>\r\n",
+            &mut f,
+        ));
+        assert!(
+            t.contains("250 2.1.0") && t.contains("250 2.1.5"),
+            "authenticated clients may relay: {t}"
+        );
+        assert_eq!(sess.protocol(), "ESMTPSA");
+        // An aborted exchange.
+        let (mut s2, _) = Session::new(tls_settings(""), "192.0.2.1".parse().unwrap());
+        s2.input(b"EHLO c\r\nSTARTTLS\r\n", &mut f);
+        s2.tls_started("TLSv1.3".into(), &mut f);
+        let t = texts(s2.input(b"EHLO c\r\nAUTH PLAIN\r\n*\r\nAUTH CRAM-MD5\r\n", &mut f));
+        assert!(
+            t.contains("334 \r\n501 5.7.0 Authentication aborted\r\n504 5.5.4"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn encrypt_level_requires_tls_first() {
+        let s = tls_settings("smtpd_tls_security_level = encrypt\n");
+        let (text, reqs) = talk(s, "10.0.0.1", MSG, 4096, &mut fake());
+        assert!(
+            text.contains("530 5.7.0 Must issue a STARTTLS command first"),
+            "{text}"
+        );
+        assert!(reqs.is_empty());
     }
 }
