@@ -720,3 +720,36 @@ fn ten_thousand_pipelined_noops() {
     assert_eq!(sb.pids_of("smtpd"), smtpd, "smtpd did not crash");
     sb.stop();
 }
+
+#[test]
+fn a_client_that_talks_before_the_greeting_is_refused() {
+    let mut sb = Sandbox::new("a_client_that_talks_before_the_greeting");
+    sb.set("smtpd_greet_delay", "2s");
+    sb.start();
+    sb.wait_for("smtpd running", Duration::from_secs(20), || {
+        !sb.pids_of("smtpd").is_empty()
+    });
+    // A polite client waits for the 220 and is served.
+    let mut polite = SmtpClient::connect(sb.smtp_port()).unwrap();
+    let started = Instant::now();
+    let g = polite.reply().unwrap();
+    assert_eq!(g.code, 220, "{g}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the greeting waited"
+    );
+    assert_eq!(polite.cmd("EHLO polite.example").code, 250);
+    // An impatient one speaks first and is shown the door.
+    let mut rude = SmtpClient::connect(sb.smtp_port()).unwrap();
+    rude.send(b"EHLO rude.example\r\nMAIL FROM:<spam@example.net>\r\n")
+        .unwrap();
+    let r = rude.reply().unwrap();
+    assert_eq!(r.code, 554, "{r}");
+    assert!(r.last().contains("5.5.1"), "{r}");
+    assert!(
+        rude.wait_closed(Duration::from_secs(10)).is_ok(),
+        "and disconnected"
+    );
+    assert!(sb.log().contains("sent data before the greeting"));
+    sb.stop();
+}

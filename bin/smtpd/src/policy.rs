@@ -252,6 +252,7 @@ pub struct Settings {
     pub tls_auth_only: bool,
     pub sasl_enabled: bool,
     pub sender_logins: SenderLogins,
+    pub greet_delay: Duration,
 }
 
 impl Settings {
@@ -303,6 +304,7 @@ impl Settings {
             tls_auth_only: c.get_bool("smtpd_tls_auth_only"),
             sasl_enabled: c.get_bool("smtpd_sasl_auth_enable"),
             sender_logins: SenderLogins::load(&c.get_list("smtpd_sender_login_maps"))?,
+            greet_delay: c.get_time("smtpd_greet_delay"),
         })
     }
 

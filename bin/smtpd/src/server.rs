@@ -40,6 +40,8 @@ struct Conn {
     cleanup: Option<Link>,
     /// The connection to authd while an AUTH exchange waits for it.
     authd: Option<Link>,
+    /// With smtpd_greet_delay: the greeting, held until this time.
+    greeting: Option<(Instant, Vec<u8>)>,
     last: Instant,
     closing: bool,
     started: Instant,
@@ -213,13 +215,26 @@ impl Server {
                     out: Vec::new(),
                     cleanup: None,
                     authd: None,
+                    greeting: None,
                     last: Instant::now(),
                     closing: false,
                     started: Instant::now(),
                 },
             );
-            self.apply(t, actions);
-            self.flush(t);
+            if self.s.greet_delay.is_zero() {
+                self.apply(t, actions);
+                self.flush(t);
+            } else if let Some(c) = self.conns.get_mut(&t) {
+                let bytes: Vec<u8> = actions
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        Action::Send(b) => Some(b),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                c.greeting = Some((Instant::now() + self.s.greet_delay, bytes));
+            }
         }
     }
 
@@ -353,6 +368,28 @@ impl Server {
                     .is_some_and(|l| l.out.len() > MAX_CLEANUP_OUT);
             if c.closing || blocked || !c.session.wants_input() {
                 break;
+            }
+            if c.greeting.is_some() {
+                // Anything before our greeting is a client that does not wait its turn.
+                let mut probe = [0u8; 1];
+                match c.stream.read(&mut probe) {
+                    Ok(0) => {
+                        self.close(t, "");
+                        return;
+                    }
+                    Ok(_) => {
+                        log::info!(
+                            "reject: {} sent data before the greeting",
+                            c.session.client()
+                        );
+                        c.greeting = None;
+                        let bye = "554 5.5.1 Error: SMTP protocol synchronization (client talked before the greeting)\r\n";
+                        c.out.extend_from_slice(bye.as_bytes());
+                        c.closing = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
             match c.stream.read(&mut buf) {
                 Ok(0) => {
@@ -501,8 +538,29 @@ impl Server {
         }
     }
 
-    /// Timeouts.
+    /// Timeouts, and greetings whose delay is over.
     fn sweep(&mut self) {
+        let due: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.greeting
+                    .as_ref()
+                    .is_some_and(|(at, _)| Instant::now() >= *at)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in due {
+            if let Some(c) = self.conns.get_mut(&t) {
+                if let Some((_, g)) = c.greeting.take() {
+                    c.out.extend_from_slice(&g);
+                    c.last = Instant::now();
+                }
+            }
+            self.flush(t);
+            // The client may have written right after the greeting went out.
+            self.client_event(t);
+        }
         let idle: Vec<usize> = self
             .conns
             .iter()

@@ -867,6 +867,15 @@ impl Session {
         if tx.params.smtputf8 {
             attrs.push(("smtputf8".into(), "yes".into()));
         }
+        match tx.params.body {
+            Some(petrel_smtp_proto::Body::EightBitMime) => {
+                attrs.push(("body".into(), "8BITMIME".into()))
+            }
+            Some(petrel_smtp_proto::Body::BinaryMime) => {
+                attrs.push(("body".into(), "BINARYMIME".into()))
+            }
+            _ => {}
+        }
         if let Some((user, mech)) = auth {
             attrs.push(("sasl_method".into(), mech.to_string()));
             attrs.push(("sasl_username".into(), user));

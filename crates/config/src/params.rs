@@ -84,6 +84,48 @@ pub const PARAMS: &[ParamDef] = &[
         "where /file destinations are allowed",
     ),
     p(
+        "auth_failure_delay",
+        T,
+        "1s",
+        "how long authd waits before answering a failed login",
+    ),
+    p(
+        "auth_failure_limit",
+        int(0, 1_000_000),
+        "10",
+        "failed logins from one client address within auth_failure_window that get it refused (0 = never); a user name is refused after three times as many",
+    ),
+    p(
+        "auth_failure_lockout",
+        T,
+        "10m",
+        "how long authd refuses a client address or user name that failed too often",
+    ),
+    p(
+        "auth_failure_window",
+        T,
+        "10m",
+        "the time within which authd counts failed logins",
+    ),
+    p(
+        "auth_owner",
+        S,
+        "petrel-auth",
+        "user authd runs as, the only one that can read auth_password_file",
+    ),
+    p(
+        "auth_password_file",
+        S,
+        "$config_directory/users",
+        "the passwd-file authd checks passwords against",
+    ),
+    p(
+        "auth_password_scheme",
+        S,
+        "ARGON2ID",
+        "scheme petrel user add and passwd write: ARGON2ID or SHA512-CRYPT",
+    ),
+    p(
         "bounce_notice_recipient",
         S,
         "postmaster",
@@ -315,6 +357,7 @@ pub const PARAMS: &[ParamDef] = &[
         "2000",
         "most simultaneous connections one smtpd process serves",
     ),
+    p("smtpd_greet_delay", T, "0s", "wait this long before the greeting and refuse clients that talk first (0 = greet at once)"),
     p(
         "smtpd_hard_error_limit",
         int(1, 1000),
