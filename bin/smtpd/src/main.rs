@@ -14,16 +14,27 @@
 //! bare LF is refused with 550 5.5.2, so no second message can be smuggled inside it.
 //! Hostile clients meet limits: line_length_limit, smtpd_recipient_limit,
 //! smtpd_hard_error_limit, smtpd_timeout, smtpd_client_connection_count_limit and
-//! smtpd_connection_limit.
+//! smtpd_connection_limit, smtpd_greet_delay, smtpd_tls_security_level,
+//! smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_wrappermode, smtpd_tls_auth_only,
+//! smtpd_sasl_auth_enable, smtpd_sender_login_maps.
+//!
+//! TLS: with smtpd_tls_security_level = may (or encrypt) and smtpd_tls_cert_file, smtpd
+//! offers STARTTLS (RFC 3207; TLS 1.2 or later; plaintext pipelined after STARTTLS is
+//! discarded) and with smtpd_tls_wrappermode = yes speaks TLS from the first byte (port 465,
+//! RFC 8314). With smtpd_sasl_auth_enable it offers AUTH PLAIN and LOGIN (RFC 4954),
+//! checked by authd, only over TLS unless smtpd_tls_auth_only = no.
 //!
 //! SECURITY: runs as mail_owner with no capabilities; never touches the queue itself.
+//! The certificate and key are read before the privilege drop.
 //!
 //! CONFIGURATION PARAMETERS: myhostname, smtpd_banner, mydestination, relay_domains,
 //! mynetworks, smtpd_relay_restrictions, smtpd_recipient_restrictions,
 //! smtpd_reject_unlisted_recipient, local_recipient_maps, recipient_delimiter,
 //! message_size_limit, smtpd_recipient_limit, smtpd_hard_error_limit, smtpd_timeout,
 //! line_length_limit, disable_vrfy_command, smtpd_client_connection_count_limit,
-//! smtpd_connection_limit.
+//! smtpd_connection_limit, smtpd_greet_delay, smtpd_tls_security_level,
+//! smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_wrappermode, smtpd_tls_auth_only,
+//! smtpd_sasl_auth_enable, smtpd_sender_login_maps.
 
 mod policy;
 mod server;
@@ -31,9 +42,30 @@ mod session;
 
 fn main() {
     let d = petrel_daemon::start("smtpd", petrel_daemon::RootNeeds::Nothing);
-    let settings = match policy::Settings::from_config(&d.cfg) {
+    let mut settings = match policy::Settings::from_config(&d.cfg) {
         Ok(s) => s,
         Err(e) => petrel_log::fatal(e),
+    };
+    let tls = if settings.tls_wrappermode || settings.tls_level != policy::TlsLevel::None {
+        let cert = d.cfg.get("smtpd_tls_cert_file");
+        let key = d.cfg.get("smtpd_tls_key_file");
+        if cert.is_empty() {
+            petrel_log::fatal(
+                "smtpd_tls_security_level or smtpd_tls_wrappermode needs smtpd_tls_cert_file",
+            );
+        }
+        match petrel_tls::ServerConfig::load(
+            std::path::Path::new(&cert),
+            std::path::Path::new(&key),
+        ) {
+            Ok(c) => {
+                settings.tls_available = true;
+                Some(c)
+            }
+            Err(e) => petrel_log::fatal(e),
+        }
+    } else {
+        None
     };
     let table =
         match petrel_maps::local_table::LocalTable::new(&d.cfg.get_list("local_recipient_maps")) {
@@ -44,7 +76,7 @@ fn main() {
         petrel_log::fatal("no listening socket: smtpd must be started by master");
     };
     let listener = std::net::TcpListener::from(fd);
-    let result = server::Server::new(listener, settings, table).and_then(|mut s| s.run());
+    let result = server::Server::new(listener, settings, table, tls).and_then(|mut s| s.run());
     if let Err(e) = result {
         petrel_log::fatal(format!("smtpd: {e}"));
     }

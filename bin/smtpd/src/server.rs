@@ -10,6 +10,7 @@ use petrel_ipc::auth;
 use petrel_ipc::cleanup::{Reply as CleanupReply, Request};
 use petrel_ipc::{FrameReader, Incoming};
 use petrel_maps::local_table::LocalTable;
+use petrel_tls::{ServerConfig, Transport};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -34,7 +35,12 @@ struct Link {
 
 struct Conn {
     session: Session,
-    stream: TcpStream,
+    /// The client socket, plain or TLS. `None` only for the instant of a STARTTLS switch.
+    stream: Option<Transport<TcpStream>>,
+    /// A TLS handshake is in progress (after STARTTLS, or from the start with implicit TLS).
+    handshaking: bool,
+    /// STARTTLS was answered: switch to TLS as soon as the 220 is written.
+    starttls_pending: bool,
     ip: IpAddr,
     out: Vec<u8>,
     cleanup: Option<Link>,
@@ -107,6 +113,7 @@ pub struct Server {
     next: usize,
     s: Arc<Settings>,
     table: LocalTable,
+    tls: Option<ServerConfig>,
 }
 
 impl Server {
@@ -114,6 +121,7 @@ impl Server {
         listener: std::net::TcpListener,
         s: Settings,
         table: LocalTable,
+        tls: Option<ServerConfig>,
     ) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
@@ -128,6 +136,7 @@ impl Server {
             next: STRIDE,
             s: Arc::new(s),
             table,
+            tls,
         })
     }
 
@@ -204,13 +213,26 @@ impl Server {
                 continue;
             }
             log::info!("connect from unknown[{ip}]");
+            // Implicit TLS (port 465): the handshake comes first, the greeting after it.
+            let (stream, handshaking) = match (&self.tls, self.s.tls_wrappermode) {
+                (Some(cfg), true) => match Transport::Plain(stream).into_tls(cfg) {
+                    Ok(t) => (t, true),
+                    Err(e) => {
+                        log::warn!("TLS setup for unknown[{ip}]: {e}");
+                        continue;
+                    }
+                },
+                _ => (Transport::Plain(stream), false),
+            };
             *self.per_ip.entry(ip).or_insert(0) += 1;
             let (session, actions) = Session::new(Arc::clone(&self.s), ip);
             self.conns.insert(
                 t,
                 Conn {
                     session,
-                    stream,
+                    stream: Some(stream),
+                    handshaking,
+                    starttls_pending: false,
                     ip,
                     out: Vec::new(),
                     cleanup: None,
@@ -248,15 +270,7 @@ impl Server {
             match a {
                 Action::Send(b) => c.out.extend_from_slice(&b),
                 Action::Close => c.closing = true,
-                Action::StartTls => {
-                    // Not reachable until a certificate is configured (STARTTLS is not
-                    // offered without one).
-                    log::error!(
-                        "{}: STARTTLS without a TLS configuration",
-                        c.session.client()
-                    );
-                    c.closing = true;
-                }
+                Action::StartTls => c.starttls_pending = true,
                 Action::Auth { user, password } => {
                     let req = auth::Request::Check {
                         service: "smtpd".into(),
@@ -356,6 +370,9 @@ impl Server {
     }
 
     fn client_event(&mut self, t: usize) {
+        if !self.drive_handshake(t) {
+            return;
+        }
         self.flush(t);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -372,7 +389,10 @@ impl Server {
             if c.greeting.is_some() {
                 // Anything before our greeting is a client that does not wait its turn.
                 let mut probe = [0u8; 1];
-                match c.stream.read(&mut probe) {
+                let Some(stream) = c.stream.as_mut() else {
+                    break;
+                };
+                match stream.read(&mut probe) {
                     Ok(0) => {
                         self.close(t, "");
                         return;
@@ -391,7 +411,10 @@ impl Server {
                     Err(_) => break,
                 }
             }
-            match c.stream.read(&mut buf) {
+            let Some(stream) = c.stream.as_mut() else {
+                break;
+            };
+            match stream.read(&mut buf) {
                 Ok(0) => {
                     self.close(t, "");
                     return;
@@ -510,8 +533,14 @@ impl Server {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
+        if c.handshaking {
+            return;
+        }
         while !c.out.is_empty() {
-            match c.stream.write(&c.out) {
+            let Some(stream) = c.stream.as_mut() else {
+                return;
+            };
+            match stream.write(&c.out) {
                 Ok(0) => break,
                 Ok(n) => {
                     c.out.drain(..n);
@@ -535,6 +564,67 @@ impl Server {
         }
         if c.closing && c.out.is_empty() {
             self.close(t, "");
+            return;
+        }
+        if c.starttls_pending && c.out.is_empty() {
+            self.switch_to_tls(t);
+        }
+    }
+
+    /// STARTTLS: the 220 is out; from here on the socket speaks TLS. The session stopped
+    /// reading at the STARTTLS line and discarded what followed it in plaintext.
+    fn switch_to_tls(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        c.starttls_pending = false;
+        let (Some(cfg), Some(plain)) = (self.tls.as_ref(), c.stream.take()) else {
+            self.close(t, "");
+            return;
+        };
+        match plain.into_tls(cfg) {
+            Ok(tls) => {
+                c.stream = Some(tls);
+                c.handshaking = true;
+                c.last = Instant::now();
+                self.client_event(t);
+            }
+            Err(e) => {
+                log::warn!("STARTTLS with {}: {e}", c.session.client());
+                self.close(t, "");
+            }
+        }
+    }
+
+    /// Moves a TLS handshake on. False when the connection is gone or still handshaking.
+    fn drive_handshake(&mut self, t: usize) -> bool {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return false;
+        };
+        if !c.handshaking {
+            return true;
+        }
+        let Some(Transport::Tls(tls)) = c.stream.as_mut() else {
+            return true;
+        };
+        match tls.handshake() {
+            Ok(false) => false,
+            Ok(true) => {
+                c.handshaking = false;
+                c.last = Instant::now();
+                let desc = format!("{} with cipher {}", tls.version(), tls.cipher());
+                log::info!(
+                    "TLS connection established from {}: {desc}",
+                    c.session.client()
+                );
+                self.with_session(t, |s, ctx| s.tls_started(desc, ctx));
+                true
+            }
+            Err(e) => {
+                log::info!("TLS handshake failed with {}: {e}", c.session.client());
+                self.close(t, "");
+                false
+            }
         }
     }
 
@@ -585,7 +675,10 @@ impl Server {
         let Some(mut c) = self.conns.remove(&t) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut c.stream);
+        if let Some(mut s) = c.stream.take() {
+            let _ = s.shutdown();
+            let _ = self.poll.registry().deregister(s.get_mut());
+        }
         if let Some(mut l) = c.authd.take() {
             let _ = self.poll.registry().deregister(&mut l.stream);
         }
