@@ -43,6 +43,37 @@ pub fn program_problems(cfg: &Config, svcs: &[Service], services_file: &Path) ->
     out
 }
 
+/// Problems with the TLS certificate and key of every smtpd service that uses TLS
+/// (petrel.conf, with each service's `-o` overrides applied): missing, unreadable, not PEM,
+/// or a key that does not match its certificate.
+pub fn tls_problems(cfg: &Config, svcs: &[Service], services_file: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in svcs.iter().filter(|s| s.command == "smtpd") {
+        let mut c = cfg.clone();
+        for o in s.overrides() {
+            let _ = c.apply_override_arg(o);
+        }
+        let level = c.get("smtpd_tls_security_level");
+        let wrapper = c.get_bool("smtpd_tls_wrappermode");
+        if !wrapper && (level.is_empty() || level == "none") {
+            continue;
+        }
+        let where_ = format!("{}, line {}: service {}", services_file.display(), s.line, s.name);
+        let cert = c.get("smtpd_tls_cert_file");
+        if cert.is_empty() {
+            out.push(format!("{where_}: TLS is on but smtpd_tls_cert_file is empty"));
+            continue;
+        }
+        let key = c.get("smtpd_tls_key_file");
+        if let Err(e) = petrel_tls::ServerConfig::load(Path::new(&cert), Path::new(&key)) {
+            out.push(format!("{where_}: {e}"));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// `petrel check`.
 pub fn run(dir: &Path) -> Res {
     let cfg = crate::load_config(dir)?;
@@ -53,6 +84,7 @@ pub fn run(dir: &Path) -> Res {
     let sfile = dir.join(petrel_config::SERVICES_FILE);
     let svcs = services::load(&sfile).map_err(|e| Fail::Fatal(e.to_string()))?;
     let mut problems = program_problems(&cfg, &svcs, &sfile);
+    problems.extend(tls_problems(&cfg, &svcs, &sfile));
     let q = PathBuf::from(cfg.get("queue_directory"));
     match spool_ids(&cfg) {
         Ok(ids) => problems.extend(petrel_queue::spool::check(&q, ids)),

@@ -67,8 +67,12 @@ pub fn checked_config(dir: &Path) -> Res<Config> {
         eprintln!("petrel: warning: {w}");
     }
     cfg.validate().map_err(|e| Fail::Fatal(e.to_string()))?;
-    services::load(&dir.join(petrel_config::SERVICES_FILE))
-        .map_err(|e| Fail::Fatal(e.to_string()))?;
+    let sfile = dir.join(petrel_config::SERVICES_FILE);
+    let svcs = services::load(&sfile).map_err(|e| Fail::Fatal(e.to_string()))?;
+    // A certificate smtpd cannot load would only show as a crash-looping service.
+    if let Some(first) = crate::check::tls_problems(&cfg, &svcs, &sfile).into_iter().next() {
+        return Err(Fail::Fatal(first));
+    }
     Ok(cfg)
 }
 
