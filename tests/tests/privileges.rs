@@ -57,6 +57,7 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
     }
     ensure_group("petrel-drop");
     let owner = ensure_user("petrel", true);
+    let auth_owner = ensure_user("petrel-auth", true);
     let rcpt = ensure_user("petrel-e2e-rcpt", false);
 
     let mut sb = Sandbox::new("services_run_with_their_configured_identity");
@@ -67,6 +68,15 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
     }
     sb.set("mail_owner", "petrel");
     sb.set("setgid_group", "petrel-drop");
+    sb.set("auth_owner", "petrel-auth");
+    // The password file: readable by authd's user only (root owns it).
+    let users_file = sb.etc.join("users");
+    nix::unistd::chown(
+        &users_file,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(auth_owner.gid),
+    )
+    .unwrap();
     // The unprivileged services are chrooted to the queue directory.
     let services = std::fs::read_to_string(sb.etc.join("services.conf")).unwrap();
     let services: String = services
@@ -130,6 +140,14 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
                 );
                 assert_eq!(cap_eff, "0000000000000000", "smtpd has capabilities");
                 assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+            }
+            "authd" => {
+                let want = auth_owner.uid.to_string();
+                assert!(
+                    uid.split_whitespace().all(|u| u == want),
+                    "authd runs as petrel-auth: {uid}"
+                );
+                assert_eq!(cap_eff, "0000000000000000", "authd has capabilities");
             }
             "local" => {
                 assert!(

@@ -126,8 +126,8 @@ fn smtplib_sees_the_greeting_and_ehlo_features() {
     );
     assert_eq!(
         py_get(&m, "feature-starttls").0,
-        0,
-        "no STARTTLS without TLS: {ehlo}"
+        1,
+        "the sandbox has a certificate, so port 25 offers STARTTLS: {ehlo}"
     );
     assert_eq!(py_get(&m, "helo"), &(250, "mail.sandbox.test".to_string()));
     assert_eq!(py_get(&m, "quit"), &(221, "2.0.0 Bye".to_string()));
@@ -321,6 +321,7 @@ fn raw_dialogue_replies_errors_and_log_lines() {
     let want: HashSet<&str> = [
         "mail.sandbox.test",
         "PIPELINING",
+        "STARTTLS",
         "SIZE 2000000",
         "8BITMIME",
         "ENHANCEDSTATUSCODES",

@@ -58,10 +58,17 @@ pub fn tls_problems(cfg: &Config, svcs: &[Service], services_file: &Path) -> Vec
         if !wrapper && (level.is_empty() || level == "none") {
             continue;
         }
-        let where_ = format!("{}, line {}: service {}", services_file.display(), s.line, s.name);
+        let where_ = format!(
+            "{}, line {}: service {}",
+            services_file.display(),
+            s.line,
+            s.name
+        );
         let cert = c.get("smtpd_tls_cert_file");
         if cert.is_empty() {
-            out.push(format!("{where_}: TLS is on but smtpd_tls_cert_file is empty"));
+            out.push(format!(
+                "{where_}: TLS is on but smtpd_tls_cert_file is empty"
+            ));
             continue;
         }
         let key = c.get("smtpd_tls_key_file");

@@ -70,7 +70,10 @@ pub fn checked_config(dir: &Path) -> Res<Config> {
     let sfile = dir.join(petrel_config::SERVICES_FILE);
     let svcs = services::load(&sfile).map_err(|e| Fail::Fatal(e.to_string()))?;
     // A certificate smtpd cannot load would only show as a crash-looping service.
-    if let Some(first) = crate::check::tls_problems(&cfg, &svcs, &sfile).into_iter().next() {
+    if let Some(first) = crate::check::tls_problems(&cfg, &svcs, &sfile)
+        .into_iter()
+        .next()
+    {
         return Err(Fail::Fatal(first));
     }
     Ok(cfg)

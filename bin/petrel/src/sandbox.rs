@@ -11,6 +11,10 @@
 //! Services whose program is not in `daemon_directory` (the directory of this `petrel`)
 //! are left out, so running the command again with `--force` after building more
 //! programs brings them in.
+//!
+//! Passwords in a sandbox are `{SHA512-CRYPT}` (`auth_password_scheme`), not the default
+//! `{ARGON2ID}`: a login costs a millisecond instead of 64 MiB and a good part of a
+//! second, which keeps tests quick. authd runs as the invoking user (`auth_owner`).
 
 use crate::users;
 use crate::{Fail, Res};
@@ -115,6 +119,18 @@ mail_spool_directory = {d}/mail
 alias_maps = {d}/etc/aliases
 user_database = passwd-file:{d}/etc/users
 
+# authd checks passwords against the same file, and runs as {user} like the rest.
+# SHA512-CRYPT keeps logins quick for tests; a real server keeps the ARGON2ID default.
+auth_password_file = {d}/etc/users
+auth_password_scheme = SHA512-CRYPT
+auth_owner = {user}
+
+# A self-signed certificate for mail.sandbox.test, made by `petrel sandbox`: port 25
+# offers STARTTLS, submission requires it, smtps speaks TLS from the start.
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {d}/etc/tls/cert.pem
+smtpd_tls_key_file = {d}/etc/tls/key.pem
+
 # A sandbox never asks the machine's resolver; a test that needs DNS answers runs its
 # own server here.
 dns_servers = 127.0.0.1:{dns}
@@ -140,6 +156,9 @@ local              unix  -       n      n      -      4       local
 ",
     );
     let mut ports = Vec::new();
+    if has("authd") {
+        s.push_str("auth               unix  -       -      n      -      1       authd\n");
+    }
     if has("smtp") {
         s.push_str("smtp               unix  -       -      n      -      2       smtp\n");
     }
@@ -154,26 +173,16 @@ local              unix  -       n      n      -      4       local
         s.push_str("\n# SMTP\n");
         line(&mut s, base + 25, "smtpd");
         ports.push(("SMTP", base + 25));
-        if petrel_config::params::lookup("smtpd_tls_security_level").is_some() {
-            s.push_str("# Submission (STARTTLS required)\n");
-            line(
-                &mut s,
-                base + 587,
-                "smtpd -o smtpd_tls_security_level=encrypt",
-            );
-            ports.push(("submission", base + 587));
-        } else {
-            let _ = writeln!(
-                s,
-                "# Submission on {} needs TLS, which this build does not have yet.",
-                base + 587
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# SMTPS on {} needs TLS, which this build does not have yet.",
-            base + 465
-        );
+        // Submission and smtps: clients log in (AUTH over TLS, checked by authd) and
+        // may then relay; nobody else may.
+        let submission = "smtpd -o smtpd_tls_security_level=encrypt -o smtpd_sasl_auth_enable=yes -o smtpd_relay_restrictions=permit_sasl_authenticated,reject";
+        let smtps = "smtpd -o smtpd_tls_wrappermode=yes -o smtpd_sasl_auth_enable=yes -o smtpd_relay_restrictions=permit_sasl_authenticated,reject";
+        s.push_str("# Submission (STARTTLS and AUTH required)\n");
+        line(&mut s, base + 587, submission);
+        ports.push(("submission", base + 587));
+        s.push_str("# SMTPS (implicit TLS, AUTH required)\n");
+        line(&mut s, base + 465, smtps);
+        ports.push(("SMTPS", base + 465));
     }
     if has("imapd") {
         s.push_str("\n# IMAP\n");
@@ -269,10 +278,16 @@ pub fn create(
     let (services, ports) = services_conf(bin, base);
     write_file(&etc.join(petrel_config::SERVICES_FILE), &services, 0o644)?;
     write_file(&etc.join("aliases"), ALIASES, 0o644)?;
+    mkdir(&etc.join("tls"))?;
+    petrel_tls::self_signed(
+        "mail.sandbox.test",
+        &etc.join("tls/cert.pem"),
+        &etc.join("tls/key.pem"),
+    )?;
     let password = users::generate_password(16)?;
     let users = format!(
         "demo:{}:{}:{}::{}::\n",
-        users::hash_password(&password)?,
+        users::hash_password(petrel_auth::Scheme::Sha512Crypt, &password)?,
         who.uid,
         who.gid,
         home.display()
@@ -333,7 +348,7 @@ mod tests {
         let t = tempfile::tempdir().expect("tempdir");
         let bin = t.path().join("bin");
         std::fs::create_dir(&bin).expect("mkdir");
-        for p in ["smtpd", "pop3d"] {
+        for p in ["smtpd", "pop3d", "authd"] {
             write_file(&bin.join(p), "#!/bin/sh\n", 0o755).expect("write");
         }
         write_file(&bin.join("imapd"), "not executable", 0o644).expect("write");
@@ -374,10 +389,27 @@ mod tests {
             "imapd is not executable: {names:?}"
         );
         assert!(
-            !names.iter().any(|n| n.ends_with(":20465")),
-            "no TLS port yet"
+            names.contains(&"127.0.0.1:20465") && names.contains(&"127.0.0.1:20587"),
+            "smtps and submission: {names:?}"
+        );
+        assert!(
+            petrel_tls::ServerConfig::load(&etc.join("tls/cert.pem"), &etc.join("tls/key.pem"))
+                .is_ok(),
+            "the sandbox certificate loads"
         );
         assert!(c.ports.contains(&("SMTP", 20025)));
+        let auth = services
+            .iter()
+            .find(|s| s.name == "auth")
+            .expect("an auth service when authd is there");
+        assert!(auth.private && auth.unpriv && !auth.chroot, "{auth:?}");
+        assert_eq!(auth.command, "authd");
+        assert_eq!(
+            cfg.get("auth_password_file"),
+            format!("{}/etc/users", c.dir.display())
+        );
+        assert_eq!(cfg.get("auth_owner"), me().user);
+        assert_eq!(cfg.get("auth_password_scheme"), "SHA512-CRYPT");
 
         assert!(spool::check(&c.dir.join("spool"), None).is_empty());
         for d in [
@@ -393,6 +425,8 @@ mod tests {
         let users = std::fs::read_to_string(etc.join("users")).expect("users");
         let who = me();
         assert!(users.starts_with("demo:{SHA512-CRYPT}$6$"), "{users}");
+        let hash = users.split(':').nth(1).expect("password field");
+        assert_eq!(petrel_auth::verify(hash, &c.password), Ok(true));
         assert!(users.ends_with(&format!(
             ":{}:{}::{}/home/demo::\n",
             who.uid,

@@ -1,8 +1,13 @@
 //! `petrel user add|del|list|passwd`: the accounts of a `passwd-file:PATH` user database.
+//!
+//! Passwords are hashed with `auth_password_scheme` ({ARGON2ID} by default, or
+//! {SHA512-CRYPT}). The file keeps mode 0640 and, when it is rewritten, its owner and
+//! group; a file created by root is given to the group of `auth_owner`, so authd can read
+//! it and nobody else can.
 
 use crate::{Fail, Res};
+use petrel_auth::Scheme;
 use petrel_maps::passwd_file::{self, Entry};
-use sha_crypt::{PasswordHasher, ShaCrypt};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -32,14 +37,16 @@ pub fn generate_password(len: usize) -> Result<String, String> {
     Ok(out)
 }
 
-/// `{SHA512-CRYPT}$6$rounds=5000$salt$hash` for `password`, with a random salt.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let mut salt = [0u8; 12];
-    random_bytes(&mut salt)?;
-    let h = ShaCrypt::SHA512
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .map_err(|e| format!("password hashing failed: {e}"))?;
-    Ok(format!("{{SHA512-CRYPT}}{h}"))
+/// `{ARGON2ID}$argon2id$…` or `{SHA512-CRYPT}$6$salt$hash` for `password`, with a random
+/// salt.
+pub fn hash_password(scheme: Scheme, password: &str) -> Result<String, String> {
+    petrel_auth::try_hash(scheme, password).map_err(|e| format!("password hashing failed: {e}"))
+}
+
+/// The scheme `auth_password_scheme` names.
+pub fn password_scheme(cfg: &petrel_config::Config) -> Result<Scheme, String> {
+    Scheme::from_name(&cfg.get("auth_password_scheme"))
+        .map_err(|e| format!("auth_password_scheme: {e}"))
 }
 
 /// Checks a user name: letters, digits and `._-+@`, not starting with `.` or `-`.
@@ -170,8 +177,28 @@ pub fn read_db(path: &Path) -> Result<Vec<Entry>, String> {
     })
 }
 
-fn write_db(path: &Path, db: &[Entry]) -> Result<(), String> {
-    passwd_file::write_atomic(path, db, 0o640).map_err(|e| e.to_string())
+/// Writes the database; `group` is the group a file that did not exist yet gets (the
+/// group of an existing file is kept).
+fn write_db(path: &Path, db: &[Entry], group: Option<u32>) -> Result<(), String> {
+    let existed = path.exists();
+    passwd_file::write_atomic(path, db, 0o640).map_err(|e| e.to_string())?;
+    if let (false, Some(gid)) = (existed, group) {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| format!("chgrp {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The group a new password file gets: auth_owner's, when root creates it (so authd can
+/// read it, and mail_owner cannot); otherwise the creator's.
+fn new_file_group(cfg: &petrel_config::Config) -> Option<u32> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    match petrel_daemon::owner(cfg, "auth_owner") {
+        Ok((uid, gid)) if !uid.is_root() => Some(gid.as_raw()),
+        _ => None,
+    }
 }
 
 /// Adds `name` with `password` to the database at `path`; returns its home.
@@ -180,6 +207,8 @@ pub fn add_entry(
     config_dir: &Path,
     name: &str,
     password: &str,
+    scheme: Scheme,
+    group: Option<u32>,
 ) -> Result<PathBuf, String> {
     check_name(name)?;
     let mut db = read_db(path)?;
@@ -192,9 +221,9 @@ pub fn add_entry(
         uid: Some(nix::unistd::geteuid().as_raw()),
         gid: Some(nix::unistd::getegid().as_raw()),
         home: Some(home.clone()),
-        ..Entry::new(name, &hash_password(password)?)
+        ..Entry::new(name, &hash_password(scheme, password)?)
     });
-    write_db(path, &db)?;
+    write_db(path, &db, group)?;
     Ok(home)
 }
 
@@ -206,16 +235,18 @@ pub fn del_entry(path: &Path, name: &str) -> Result<Option<PathBuf>, String> {
         .position(|e| e.name == name)
         .ok_or_else(|| format!("no user {name} in {}", path.display()))?;
     let gone = db.remove(i);
-    write_db(path, &db)?;
+    write_db(path, &db, None)?;
     Ok(gone.home)
 }
 
 /// `petrel user add NAME`.
 pub fn add(dir: &Path, name: &str) -> Res {
     let path = database_path(dir)?;
+    let cfg = crate::load_config(dir)?;
+    let scheme = password_scheme(&cfg)?;
     check_name(name)?;
     let pw = new_password()?;
-    let home = add_entry(&path, dir, name, &pw)?;
+    let home = add_entry(&path, dir, name, &pw, scheme, new_file_group(&cfg))?;
     println!("petrel: added user {name} (home {})", home.display());
     Ok(())
 }
@@ -245,15 +276,16 @@ pub fn list(dir: &Path) -> Res {
 /// `petrel user passwd NAME`.
 pub fn passwd(dir: &Path, name: &str) -> Res {
     let path = database_path(dir)?;
+    let scheme = password_scheme(&crate::load_config(dir)?)?;
     let mut db = read_db(&path)?;
     if !db.iter().any(|e| e.name == name) {
         return Err(Fail::Fatal(format!("no user {name} in {}", path.display())));
     }
-    let hash = hash_password(&new_password()?)?;
+    let hash = hash_password(scheme, &new_password()?)?;
     for e in db.iter_mut().filter(|e| e.name == name) {
         e.password = hash.clone();
     }
-    write_db(&path, &db)?;
+    write_db(&path, &db, None)?;
     println!("petrel: changed the password of {name}");
     Ok(())
 }
@@ -261,20 +293,13 @@ pub fn passwd(dir: &Path, name: &str) -> Res {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha_crypt::PasswordVerifier;
     use std::os::unix::fs::PermissionsExt;
 
     fn verify(stored: &str, pw: &str) -> bool {
-        let Some(h) = stored.strip_prefix("{SHA512-CRYPT}") else {
-            return false;
-        };
-        let Ok(h) = sha_crypt::PasswordHash::new(h) else {
-            return false;
-        };
-        ShaCrypt::default()
-            .verify_password(pw.as_bytes(), &h)
-            .is_ok()
+        petrel_auth::verify(stored, pw) == Ok(true)
     }
+
+    const SHA: Scheme = Scheme::Sha512Crypt;
 
     #[test]
     fn add_and_del_round_trip() {
@@ -282,25 +307,25 @@ mod tests {
         let etc = t.path().join("etc");
         std::fs::create_dir(&etc).expect("mkdir");
         let users = etc.join("users");
-        let home = add_entry(&users, &etc, "alice", "s3cret").expect("add");
+        let home = add_entry(&users, &etc, "alice", "s3cret", SHA, None).expect("add");
         assert_eq!(
             home,
             t.path().join("home/alice"),
             "first account goes beside etc/"
         );
         assert!(home.join("Maildir/new").is_dir() && home.join("Maildir/cur").is_dir());
-        let home_b = add_entry(&users, &etc, "bob", "pw2").expect("add");
+        let home_b = add_entry(&users, &etc, "bob", "pw2", SHA, None).expect("add");
         assert_eq!(
             home_b,
             t.path().join("home/bob"),
             "next to the first account's home"
         );
         assert!(
-            add_entry(&users, &etc, "alice", "x").is_err(),
+            add_entry(&users, &etc, "alice", "x", SHA, None).is_err(),
             "no duplicates"
         );
         assert!(
-            add_entry(&users, &etc, "../evil", "x").is_err(),
+            add_entry(&users, &etc, "../evil", "x", SHA, None).is_err(),
             "bad names refused"
         );
 
@@ -341,6 +366,38 @@ mod tests {
         );
         assert!(home.is_dir(), "mail is kept");
         assert!(!etc.join("users.tmp").exists());
+    }
+
+    #[test]
+    fn argon2id_is_written_and_the_group_is_kept() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().expect("tempdir");
+        let etc = t.path().join("etc");
+        std::fs::create_dir(&etc).expect("mkdir");
+        let users = etc.join("users");
+        let gid = nix::unistd::getegid().as_raw();
+        add_entry(&users, &etc, "carol", "pw", Scheme::Argon2id, Some(gid)).expect("add");
+        let db = read_db(&users).expect("read");
+        assert!(
+            db[0]
+                .password
+                .starts_with("{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$"),
+            "{}",
+            db[0].password
+        );
+        assert!(verify(&db[0].password, "pw"));
+        let meta = std::fs::metadata(&users).expect("meta");
+        assert_eq!(meta.gid(), gid);
+        assert_eq!(meta.mode() & 0o777, 0o640);
+        // As root, a file given to another group keeps it through rewrites.
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&users, Some(0), Some(4242)).expect("chown");
+            add_entry(&users, &etc, "dave", "pw", SHA, Some(0)).expect("add");
+            del_entry(&users, "carol").expect("del");
+            let meta = std::fs::metadata(&users).expect("meta");
+            assert_eq!((meta.uid(), meta.gid()), (0, 4242));
+            assert_eq!(meta.mode() & 0o777, 0o640);
+        }
     }
 
     #[test]

@@ -41,32 +41,18 @@ mod server;
 mod session;
 
 fn main() {
-    let d = petrel_daemon::start("smtpd", petrel_daemon::RootNeeds::Nothing);
+    // The certificate and key are read before the privilege drop: the key is root's.
+    let (d, tls) = petrel_daemon::start_with(
+        "smtpd",
+        petrel_daemon::RootNeeds::Nothing,
+        "mail_owner",
+        load_tls,
+    );
     let mut settings = match policy::Settings::from_config(&d.cfg) {
         Ok(s) => s,
         Err(e) => petrel_log::fatal(e),
     };
-    let tls = if settings.tls_wrappermode || settings.tls_level != policy::TlsLevel::None {
-        let cert = d.cfg.get("smtpd_tls_cert_file");
-        let key = d.cfg.get("smtpd_tls_key_file");
-        if cert.is_empty() {
-            petrel_log::fatal(
-                "smtpd_tls_security_level or smtpd_tls_wrappermode needs smtpd_tls_cert_file",
-            );
-        }
-        match petrel_tls::ServerConfig::load(
-            std::path::Path::new(&cert),
-            std::path::Path::new(&key),
-        ) {
-            Ok(c) => {
-                settings.tls_available = true;
-                Some(c)
-            }
-            Err(e) => petrel_log::fatal(e),
-        }
-    } else {
-        None
-    };
+    settings.tls_available = tls.is_some();
     let table =
         match petrel_maps::local_table::LocalTable::new(&d.cfg.get_list("local_recipient_maps")) {
             Ok(t) => t,
@@ -80,4 +66,22 @@ fn main() {
     if let Err(e) = result {
         petrel_log::fatal(format!("smtpd: {e}"));
     }
+}
+
+/// The TLS configuration, when smtpd_tls_security_level or smtpd_tls_wrappermode asks for
+/// TLS.
+fn load_tls(cfg: &petrel_config::Config) -> Result<Option<petrel_tls::ServerConfig>, String> {
+    let level = cfg.get("smtpd_tls_security_level");
+    if !cfg.get_bool("smtpd_tls_wrappermode") && (level.is_empty() || level == "none") {
+        return Ok(None);
+    }
+    let cert = cfg.get("smtpd_tls_cert_file");
+    if cert.is_empty() {
+        return Err(
+            "smtpd_tls_security_level or smtpd_tls_wrappermode needs smtpd_tls_cert_file".into(),
+        );
+    }
+    let key = cfg.get("smtpd_tls_key_file");
+    petrel_tls::ServerConfig::load(std::path::Path::new(&cert), std::path::Path::new(&key))
+        .map(Some)
 }

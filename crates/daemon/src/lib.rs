@@ -7,8 +7,9 @@
 //! 4. take the listening socket master passed as file descriptor 3;
 //! 5. `chdir` to `queue_directory` — every daemon uses spool paths relative to it;
 //! 6. when started as root: chroot to the queue directory if asked, then either become
-//!    mail_owner with no capabilities and `no_new_privs` (`-u`), or stay root with only the
-//!    capabilities the program declares (local delivery);
+//!    mail_owner (or the user another parameter names, see [`start_as`]) with no
+//!    capabilities and `no_new_privs` (`-u`), or stay root with only the capabilities the
+//!    program declares (local delivery);
 //! 7. ask the kernel to send SIGTERM when master goes away.
 //!
 //! Started by someone other than root, nothing changes identity ("unprivileged mode").
@@ -93,8 +94,27 @@ fn parse_args(program: &str, argv: &[String]) -> Result<Parsed, String> {
 }
 
 /// Starts a daemon: see the crate docs for the steps. Exits with a fatal log line when
-/// the environment is broken.
+/// the environment is broken. With `-u` it becomes mail_owner.
 pub fn start(program: &str, needs: RootNeeds) -> Daemon {
+    start_as(program, needs, "mail_owner")
+}
+
+/// [`start`] for a program that runs as the user named by the parameter `owner_param`
+/// instead of mail_owner (authd: `auth_owner`). In unprivileged mode (not root, or root
+/// when mail_owner or that user is root) nothing changes identity, as with [`start`].
+pub fn start_as(program: &str, needs: RootNeeds, owner_param: &str) -> Daemon {
+    start_with(program, needs, owner_param, |_| Ok(())).0
+}
+
+/// [`start_as`] with a `prepare` step that runs with the privileges the program was
+/// started with, after the configuration is loaded and before any chroot or identity
+/// change: for reading what the unprivileged process may not (TLS private keys).
+pub fn start_with<T>(
+    program: &str,
+    needs: RootNeeds,
+    owner_param: &str,
+    prepare: impl FnOnce(&Config) -> Result<T, String>,
+) -> (Daemon, T) {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let parsed = match parse_args(program, &argv) {
         Ok(p) => p,
@@ -137,27 +157,39 @@ pub fn start(program: &str, needs: RootNeeds) -> Daemon {
     if let Err(e) = std::env::set_current_dir(&queue_dir) {
         petrel_log::fatal(format!("chdir {}: {e}", queue_dir.display()));
     }
-    let privileged = nix::unistd::geteuid().is_root() && !running_as_mail_owner(&cfg);
+    let prepared = match prepare(&cfg) {
+        Ok(t) => t,
+        Err(e) => petrel_log::fatal(e),
+    };
+    let privileged = nix::unistd::geteuid().is_root()
+        && !running_as_mail_owner(&cfg)
+        && !running_as_owner(&cfg, owner_param);
     if privileged {
-        if let Err(e) = drop_privileges(&cfg, &parsed, needs) {
+        if let Err(e) = drop_privileges(&cfg, &parsed, needs, owner_param) {
             petrel_log::fatal(e);
         }
     }
     die_with_parent();
-    Daemon {
+    let d = Daemon {
         cfg,
         service: parsed.service,
         listener,
         queue_dir,
         privileged,
         args: parsed.rest,
-    }
+    };
+    (d, prepared)
 }
 
 /// True when mail_owner is the user we already are (a sandbox run by root names root):
 /// then there is nobody to become, and the suite runs in unprivileged mode.
 pub fn running_as_mail_owner(cfg: &Config) -> bool {
-    match nix::unistd::User::from_name(&cfg.get("mail_owner")) {
+    running_as_owner(cfg, "mail_owner")
+}
+
+/// True when the user named by the parameter `owner_param` is the user we already are.
+pub fn running_as_owner(cfg: &Config, owner_param: &str) -> bool {
+    match nix::unistd::User::from_name(&cfg.get(owner_param)) {
         Ok(Some(u)) => u.uid == nix::unistd::geteuid(),
         _ => false,
     }
@@ -165,21 +197,34 @@ pub fn running_as_mail_owner(cfg: &Config) -> bool {
 
 /// Looks up mail_owner's uid and gid.
 pub fn mail_owner(cfg: &Config) -> Result<(nix::unistd::Uid, nix::unistd::Gid), String> {
-    let name = cfg.get("mail_owner");
+    owner(cfg, "mail_owner")
+}
+
+/// Looks up the uid and gid of the user named by the parameter `owner_param`.
+pub fn owner(
+    cfg: &Config,
+    owner_param: &str,
+) -> Result<(nix::unistd::Uid, nix::unistd::Gid), String> {
+    let name = cfg.get(owner_param);
     match nix::unistd::User::from_name(&name) {
         Ok(Some(u)) => Ok((u.uid, u.gid)),
         Ok(None) => Err(format!(
-            "mail_owner {name}: no such user (create it: see petrel(8))"
+            "{owner_param} {name}: no such user (create it: see petrel(8))"
         )),
-        Err(e) => Err(format!("mail_owner {name}: {e}")),
+        Err(e) => Err(format!("{owner_param} {name}: {e}")),
     }
 }
 
-fn drop_privileges(cfg: &Config, p: &Parsed, needs: RootNeeds) -> Result<(), String> {
+fn drop_privileges(
+    cfg: &Config,
+    p: &Parsed,
+    needs: RootNeeds,
+    owner_param: &str,
+) -> Result<(), String> {
     use caps::{CapSet, Capability};
     // Look the user up while /etc/passwd is still in sight.
     let owner = if p.unpriv {
-        Some(mail_owner(cfg)?)
+        Some(owner(cfg, owner_param)?)
     } else {
         None
     };
