@@ -34,12 +34,37 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A port base for this test: distinct per test name, inside 20000..60000.
-pub fn port_base(name: &str) -> u16 {
+/// Port offsets a sandbox listens on (base + offset).
+const SANDBOX_PORTS: [u16; 8] = [25, 53, 110, 143, 465, 587, 993, 995];
+
+/// A port base for this test, in 20000..60000, that no other running test holds and
+/// whose ports are free: the test names its first choice, a lock file per base (held
+/// while the returned file is open) keeps concurrent test processes apart, and a bind
+/// check skips ports some other program uses.
+pub fn port_base(name: &str) -> (u16, std::fs::File) {
+    use std::os::fd::AsRawFd;
     let h = name
         .bytes()
         .fold(5381u32, |h, b| h.wrapping_mul(33) ^ u32::from(b));
-    20000 + (h % 400) as u16 * 100
+    let dir = std::env::temp_dir().join("petrel-e2e-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    for i in 0..400 {
+        let base = 20000 + ((h + i) % 400) as u16 * 100;
+        let Ok(f) = std::fs::File::create(dir.join(format!("{base}.lock"))) else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        let free = SANDBOX_PORTS
+            .iter()
+            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+        if free {
+            return (base, f);
+        }
+    }
+    panic!("no free port base for {name}");
 }
 
 /// True when running as root (tests that need it skip otherwise, saying why).
@@ -60,18 +85,25 @@ pub struct Sandbox {
     /// Port base.
     pub base: u16,
     started: bool,
+    /// Holds the port base for this test while the sandbox lives.
+    _ports: std::fs::File,
 }
 
 impl Sandbox {
     /// `petrel sandbox DIR --port-base N`, not started.
     pub fn new(test: &str) -> Sandbox {
+        Sandbox::create(test).0
+    }
+
+    /// Runs `petrel sandbox`; returns the sandbox and what the command printed.
+    fn create(test: &str) -> (Sandbox, String) {
         let tmp = tempfile::Builder::new()
             .prefix("petrel-e2e-")
             .tempdir()
             .unwrap();
         let dir = tmp.path().join("sb");
         let bin = bin_dir();
-        let base = port_base(test);
+        let (base, ports) = port_base(test);
         let out = Command::new(bin.join("petrel"))
             .arg("sandbox")
             .arg(&dir)
@@ -79,19 +111,22 @@ impl Sandbox {
             .arg(base.to_string())
             .output()
             .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
             out.status.success(),
-            "petrel sandbox failed: {}",
+            "petrel sandbox failed: {}{stdout}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Sandbox {
+        let sb = Sandbox {
             etc: dir.join("etc"),
             dir,
             tmp,
             bin,
             base,
             started: false,
-        }
+            _ports: ports,
+        };
+        (sb, stdout)
     }
 
     /// Sets `name = value` in petrel.conf (appended: the last one wins).
@@ -745,4 +780,41 @@ pub fn installed(candidates: &[&str]) -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|p| std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(false))
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS and AUTH: the sandbox's submission (587) and smtps (465) listeners, and the demo
+// account's password as `petrel sandbox` prints it.
+// ---------------------------------------------------------------------------------------
+
+impl Sandbox {
+    /// The port of the sandbox's submission smtpd (`127.0.0.1:{base + 587}`: STARTTLS and
+    /// AUTH required).
+    pub fn submission_port(&self) -> u16 {
+        self.base + 587
+    }
+
+    /// The port of the sandbox's smtps smtpd (`127.0.0.1:{base + 465}`: implicit TLS).
+    pub fn smtps_port(&self) -> u16 {
+        self.base + 465
+    }
+
+    /// Like [`Sandbox::new`], and also returns the demo account's password, parsed from
+    /// the `demo password: XXXX` line `petrel sandbox` prints.
+    pub fn new_with_demo_password(test: &str) -> (Sandbox, String) {
+        let (sb, stdout) = Sandbox::create(test);
+        let password = demo_password(&stdout)
+            .unwrap_or_else(|| panic!("petrel sandbox printed no demo password:\n{stdout}"));
+        (sb, password)
+    }
+}
+
+/// The password in a `demo password: XXXX` line of `petrel sandbox`'s output.
+pub fn demo_password(sandbox_output: &str) -> Option<String> {
+    sandbox_output.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("demo password:")
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+    })
 }

@@ -589,3 +589,25 @@ fn as_root_authd_runs_as_petrel_auth_and_mail_owner_cannot_read_the_passwords() 
     }
     sb.stop();
 }
+
+#[test]
+fn user_lookups_are_answered_at_once_without_a_password() {
+    let mut sb = sandbox("authd_user_lookups");
+    start_auth(&mut sb);
+    for (user, known) in [("demo", true), ("nosuchuser", false)] {
+        let mut c = AuthClient::connect(&sb);
+        let t = Instant::now();
+        write_frame(&mut c.stream, &Request::Lookup { user: user.into() }).unwrap();
+        let r = c.receive();
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "no failure delay for lookups"
+        );
+        match (known, r) {
+            (true, Reply::Ok { user: u, .. }) => assert_eq!(u, "demo"),
+            (false, Reply::Fail) => {}
+            (_, other) => panic!("lookup {user}: {other:?}"),
+        }
+    }
+    sb.stop();
+}

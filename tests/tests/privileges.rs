@@ -168,6 +168,15 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
     let md = std::fs::metadata(spool.join("maildrop")).unwrap();
     assert_eq!(md.mode() & 0o7777, 0o1730);
 
+    // smtpd runs as petrel and cannot read the user file (0640 root:petrel-auth): its
+    // recipient checks go through authd.
+    let mut c = petrel_tests::SmtpClient::ehlo(sb.smtp_port(), "client.example");
+    assert_eq!(c.cmd("MAIL FROM:<someone@example.net>").code, 250);
+    let r = c.cmd("RCPT TO:<petrel-e2e-rcpt@localhost>");
+    assert_eq!(r.code, 250, "a real user is known through authd: {r}");
+    let r = c.cmd("RCPT TO:<nosuchuser@localhost>");
+    assert_eq!(r.code, 550, "an unknown user is refused: {r}");
+    let _ = c.cmd("QUIT");
     let out = sb.sendmail(
         &["petrel-e2e-rcpt@localhost"],
         b"Subject: owned\n\nby the recipient\n",

@@ -258,17 +258,39 @@ impl Server {
                     return;
                 }
             };
-            let Incoming::Msg(Request::Check {
-                service,
-                client,
-                user,
-                password,
-            }) = frame
-            else {
-                continue;
-            };
-            self.check(t, service, client, user, password);
+            match frame {
+                Incoming::Msg(Request::Check {
+                    service,
+                    client,
+                    user,
+                    password,
+                }) => self.check(t, service, client, user, password),
+                Incoming::Msg(Request::Lookup { user }) => self.lookup(t, &user),
+                Incoming::Trigger => {}
+            }
         }
+    }
+
+    /// A user lookup (smtpd's recipient check): answered at once, never throttled, and
+    /// never says anything about the password.
+    fn lookup(&mut self, t: usize, user: &str) {
+        if let Err(e) = self.refresh_db() {
+            self.send(t, &Reply::Temporary { reason: e });
+            return;
+        }
+        let reply = match (user.len() <= MAX_USER)
+            .then(|| self.db.lookup(user))
+            .flatten()
+        {
+            Some(a) => Reply::Ok {
+                user: a.name,
+                uid: a.uid,
+                gid: a.gid,
+                home: a.home,
+            },
+            None => Reply::Fail,
+        };
+        self.send(t, &reply);
     }
 
     fn check(&mut self, t: usize, service: String, client: String, user: String, password: String) {

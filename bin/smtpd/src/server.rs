@@ -100,7 +100,7 @@ impl Ctx for SessionCtx<'_> {
 
     fn local_exists(&mut self, local: &str) -> Result<bool, String> {
         self.table
-            .exists(local, self.delimiter)
+            .exists_with(local, self.delimiter, &mut authd_lookup)
             .map_err(|e| e.to_string())
     }
 }
@@ -658,6 +658,14 @@ impl Server {
             .map(|(t, _)| *t)
             .collect();
         for t in idle {
+            if self.conns.get(&t).is_some_and(|c| c.handshaking) {
+                // No 421 can be said before TLS is up: just go.
+                if let Some(c) = self.conns.get(&t) {
+                    log::info!("TLS handshake timeout with {}", c.session.client());
+                }
+                self.close(t, "");
+                continue;
+            }
             if let Some(c) = self.conns.get_mut(&t) {
                 log::info!(
                     "timeout after {:.0}s from {}",
@@ -720,4 +728,22 @@ fn open_authd(poll: &Poll, t: usize) -> io::Result<Link> {
         out: Vec::new(),
         reader: FrameReader::new(),
     })
+}
+
+/// Asks authd whether a user exists, for a user file only authd may read. A short
+/// blocking exchange: authd answers lookups at once from memory.
+fn authd_lookup(user: &str) -> io::Result<bool> {
+    let mut s = petrel_daemon::connect("private/auth", Duration::from_secs(5))?;
+    petrel_ipc::write_frame(
+        &mut s,
+        &auth::Request::Lookup {
+            user: user.to_string(),
+        },
+    )?;
+    match petrel_ipc::read_frame::<auth::Reply>(&mut s)? {
+        Some(Incoming::Msg(auth::Reply::Ok { .. })) => Ok(true),
+        Some(Incoming::Msg(auth::Reply::Fail)) => Ok(false),
+        Some(Incoming::Msg(auth::Reply::Temporary { reason })) => Err(io::Error::other(reason)),
+        _ => Err(io::Error::other("authd gave no answer to a user lookup")),
+    }
 }

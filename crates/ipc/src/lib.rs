@@ -380,6 +380,12 @@ pub mod auth {
             /// The password as the client gave it.
             password: String,
         },
+        /// Does `user` exist? (smtpd's recipient check when it may not read the user
+        /// file itself.) Answered at once with `Ok` or `Fail`; no delay, no throttling.
+        Lookup {
+            /// The user name.
+            user: String,
+        },
     }
 
     /// authd → service.

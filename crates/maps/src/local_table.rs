@@ -59,6 +59,20 @@ impl LocalTable {
     /// True when `local` (case-insensitive) is a user or an alias; `delimiter` is
     /// `recipient_delimiter`. An error means "don't know now" (the caller answers 4xx).
     pub fn exists(&mut self, local: &str, delimiter: &str) -> io::Result<bool> {
+        self.exists_with(local, delimiter, &mut |_| {
+            Err(io::Error::from(io::ErrorKind::PermissionDenied))
+        })
+    }
+
+    /// [`LocalTable::exists`], asking `unreadable` about a user when a user database
+    /// cannot be read by this process (EACCES): smtpd runs as mail_owner and may not read a
+    /// password file only authd can read, so it asks authd.
+    pub fn exists_with(
+        &mut self,
+        local: &str,
+        delimiter: &str,
+        unreadable: &mut dyn FnMut(&str) -> io::Result<bool>,
+    ) -> io::Result<bool> {
         if self.accept_all {
             return Ok(true);
         }
@@ -79,8 +93,15 @@ impl LocalTable {
                 return Ok(true);
             }
             for db in &self.userdbs {
-                if db.lookup(name)?.is_some() {
-                    return Ok(true);
+                match db.lookup(name) {
+                    Ok(Some(_)) => return Ok(true),
+                    Ok(None) => {}
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        if unreadable(name)? {
+                            return Ok(true);
+                        }
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -129,5 +150,31 @@ mod tests {
             "a changed alias file is re-read"
         );
         assert!(LocalTable::new(&[]).unwrap().exists("anyone", "").unwrap());
+    }
+
+    #[test]
+    fn an_unreadable_user_file_is_asked_about_elsewhere() {
+        if nix::unistd::geteuid().is_root() {
+            println!("skipped: root reads every file");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let users = d.path().join("users");
+        std::fs::write(&users, "alice:x:1:1::/h::\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let mut t = LocalTable::new(&[format!("passwd-file:{}", users.display())]).unwrap();
+        assert!(
+            t.exists("alice", "").is_err(),
+            "without a fallback the error shows"
+        );
+        let mut asked = Vec::new();
+        let mut ask = |n: &str| {
+            asked.push(n.to_string());
+            Ok(n == "alice")
+        };
+        assert!(t.exists_with("alice", "", &mut ask).unwrap());
+        assert!(!t.exists_with("bob", "", &mut ask).unwrap());
+        assert_eq!(asked, vec!["alice", "bob"]);
     }
 }
