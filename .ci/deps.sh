@@ -7,6 +7,8 @@ need=""
 command -v swaks >/dev/null 2>&1 || need="$need swaks"
 [ -x /usr/sbin/postfix ] || need="$need postfix"
 command -v mandoc >/dev/null 2>&1 || need="$need mandoc"
+# doveadm checks that our password hashes interoperate with Dovecot's.
+command -v doveadm >/dev/null 2>&1 || need="$need dovecot-core"
 pkg-config --exists openssl 2>/dev/null || need="$need libssl-dev pkg-config"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -23,8 +25,12 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $need >/dev/null
-# Debian's postfix must not run as the system MTA on a test machine.
+# Debian's postfix and dovecot must not run as system services on a test machine.
 if [ -x /usr/sbin/postfix ]; then
 	postfix stop >/dev/null 2>&1 || true
 	systemctl disable --now postfix >/dev/null 2>&1 || true
+fi
+if [ -x /usr/sbin/dovecot ]; then
+	systemctl disable --now dovecot >/dev/null 2>&1 || true
+	pkill -x dovecot >/dev/null 2>&1 || true
 fi
