@@ -215,17 +215,16 @@ fn a_burst_of_wrong_passwords_is_throttled_and_logged() {
     start_auth(&mut sb);
     sb.add_user("bob", "b0b-secret");
 
-    // Eight guesses at once from one address: three are checked (and fail after the
-    // delay), the others are refused at once without a check.
+    // Eight guesses at once from one address: checks running are not failures (many
+    // people may share an address), so all eight are checked and fail after the delay;
+    // a burst is bounded by the cap on checks running at once (max(4 × limit, 32)).
     let mut conns: Vec<AuthClient> = (0..8).map(|_| AuthClient::connect(&sb)).collect();
     let t = Instant::now();
     for (i, c) in conns.iter_mut().enumerate() {
         c.send("192.0.2.7", "bob", &format!("guess-{i}"));
     }
     let replies: Vec<Reply> = conns.iter_mut().map(AuthClient::receive).collect();
-    let fails = replies.iter().filter(|r| **r == Reply::Fail).count();
-    let throttled = replies.iter().filter(|r| **r == Reply::Throttled).count();
-    assert_eq!((fails, throttled), (3, 5), "{replies:?}");
+    assert!(replies.iter().all(|r| *r == Reply::Fail), "{replies:?}");
     assert!(t.elapsed() >= Duration::from_millis(990));
 
     // Now the address is locked out: even the right password is refused, at once.

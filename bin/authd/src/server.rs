@@ -302,19 +302,32 @@ impl Server {
             clean(&client)
         );
         if let Err(locked) = self.throttle.begin(now, &client, &user) {
-            // Locked out, or (not yet) too many attempts running at once.
-            let lockout = self.throttle.refused(now, &client, &user).is_some();
-            let what = if lockout {
-                "too many failed logins"
-            } else {
-                "too many failed or running logins"
+            let reply = match locked {
+                Locked::Client(c) => {
+                    log::info!(
+                        "auth: login refused: {who} (too many failed logins from {})",
+                        clean(&c)
+                    );
+                    Reply::Throttled
+                }
+                Locked::User(u) => {
+                    log::info!(
+                        "auth: login refused: {who} (too many failed logins for user <{}>)",
+                        clean(&u)
+                    );
+                    Reply::Throttled
+                }
+                Locked::Busy(c) => {
+                    log::info!(
+                        "auth: login not checked: {who} (too many logins running from {})",
+                        clean(&c)
+                    );
+                    Reply::Temporary {
+                        reason: "too many logins running from this address".into(),
+                    }
+                }
             };
-            let why = match locked {
-                Locked::Client(c) => format!("{what} from {}", clean(&c)),
-                Locked::User(u) => format!("{what} for user <{}>", clean(&u)),
-            };
-            log::info!("auth: login refused: {who} ({why})");
-            self.send(t, &Reply::Throttled);
+            self.send(t, &reply);
             return;
         }
         let pending = Pending {
@@ -430,6 +443,7 @@ impl Server {
                             "auth: too many failed logins for user <{}>; refusing it for {secs} s",
                             clean(&u)
                         ),
+                        Locked::Busy(_) => {}
                     }
                 }
                 // Still busy until the answer goes out: one request at a time.

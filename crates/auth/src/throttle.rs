@@ -36,6 +36,10 @@ pub struct Settings {
     pub lockout: Duration,
     /// Entries per table.
     pub max_entries: usize,
+    /// Checks one address may have running at once; more are answered "busy" (a
+    /// temporary failure), which bounds a parallel guessing burst without counting a
+    /// correct login as a failure.
+    pub max_pending: u32,
 }
 
 impl Settings {
@@ -48,6 +52,7 @@ impl Settings {
             window,
             lockout,
             max_entries: 10_000,
+            max_pending: limit.saturating_mul(4).max(32),
         }
     }
 }
@@ -59,6 +64,9 @@ pub enum Locked {
     Client(String),
     /// The user name, as counted (lower case).
     User(String),
+    /// The address has [`Settings::max_pending`] checks running: try again shortly
+    /// (not a lock-out, nothing is counted).
+    Busy(String),
 }
 
 /// How a check that [`Throttle::begin`] let in ended.
@@ -98,13 +106,16 @@ impl Table {
     /// Failures within the window plus checks running.
     fn load(&self, key: &str, now: Instant, s: &Settings) -> u32 {
         self.map.get(key).map_or(0, |r| {
-            let counted = if now.saturating_duration_since(r.first) > s.window {
+            if now.saturating_duration_since(r.first) > s.window {
                 0
             } else {
                 r.count
-            };
-            counted.saturating_add(r.pending)
+            }
         })
+    }
+
+    fn pending(&self, key: &str) -> u32 {
+        self.map.get(key).map_or(0, |r| r.pending)
     }
 
     fn record(&mut self, key: &str, now: Instant, s: &Settings) -> &mut Record {
@@ -228,8 +239,10 @@ impl Throttle {
         None
     }
 
-    /// Before checking a password: `Err` when the client or the user is locked out, or
-    /// when its failures plus the checks it has running reach its limit (a burst).
+    /// Before checking a password: `Err` when the client or the user is locked out, when
+    /// its failures reach its limit, or ([`Locked::Busy`]) when the address already has
+    /// [`Settings::max_pending`] checks running. Checks running are not failures: many
+    /// people behind one address may log in at once.
     /// `Ok`: check it, then call [`Throttle::end`] exactly once.
     pub fn begin(&mut self, now: Instant, client: &str, user: &str) -> Result<(), Locked> {
         if let Some(l) = self.refused(now, client, user) {
@@ -243,6 +256,9 @@ impl Throttle {
         let u = user_key(user);
         if s.user_limit > 0 && self.users.load(&u, now, s) >= s.user_limit {
             return Err(Locked::User(u));
+        }
+        if self.clients.pending(&c) >= s.max_pending {
+            return Err(Locked::Busy(c));
         }
         self.clients.record(&c, now, s).pending += 1;
         self.users.record(&u, now, s).pending += 1;
@@ -378,26 +394,34 @@ mod tests {
     }
 
     #[test]
-    fn checks_running_count_against_the_limit() {
+    fn checks_running_are_not_failures_but_a_burst_is_capped() {
         let t0 = Instant::now();
         let mut th = Throttle::new(settings(3));
-        for _ in 0..3 {
+        let cap = th.settings().max_pending;
+        assert!(cap >= 12, "room for many people behind one address");
+        // Many correct logins at once from one address: all let in.
+        for _ in 0..cap {
             th.begin(t0, "192.0.2.9", "demo").expect("let in");
         }
         assert_eq!(
             th.begin(t0, "192.0.2.9", "demo"),
-            Err(Locked::Client("192.0.2.9".into())),
-            "a fourth parallel attempt waits for the others"
+            Err(Locked::Busy("192.0.2.9".into())),
+            "past the cap the address must wait"
         );
-        assert_eq!(th.refused(t0, "192.0.2.9", "demo"), None, "not a lock-out");
-        assert!(th.end(t0, "192.0.2.9", "demo", Outcome::Failure).is_empty());
-        assert!(th.end(t0, "192.0.2.9", "demo", Outcome::Neither).is_empty());
         assert_eq!(
-            th.end(t0, "192.0.2.9", "demo", Outcome::Failure),
-            Vec::<Locked>::new(),
-            "two failures of three"
+            th.refused(t0, "192.0.2.9", "demo"),
+            None,
+            "busy is not a lock-out"
         );
-        th.begin(t0, "192.0.2.9", "demo").expect("one slot left");
+        for _ in 0..cap {
+            assert!(th.end(t0, "192.0.2.9", "demo", Outcome::Success).is_empty());
+        }
+        // Real failures still lock the address out at the limit.
+        for _ in 0..2 {
+            th.begin(t0, "192.0.2.9", "demo").expect("let in");
+            assert!(th.end(t0, "192.0.2.9", "demo", Outcome::Failure).is_empty());
+        }
+        th.begin(t0, "192.0.2.9", "demo").expect("let in");
         assert_eq!(
             th.end(t0, "192.0.2.9", "demo", Outcome::Failure),
             vec![Locked::Client("192.0.2.9".into())]

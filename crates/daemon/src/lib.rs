@@ -316,11 +316,26 @@ pub fn connect(
 
 /// Pokes a service with a trigger frame; errors are ignored by design (the service will
 /// find the work on its next scan).
+///
+/// Never blocks: the connect is non-blocking, so a service whose listen queue is full
+/// (it is busy; it has wake-ups waiting already) costs the caller nothing. A submitter
+/// must not hang because pickup is slow.
 pub fn trigger(path: &Path) {
-    use std::io::Write;
-    if let Ok(mut s) = std::os::unix::net::UnixStream::connect(path) {
-        let _ = s.set_write_timeout(Some(std::time::Duration::from_secs(2)));
-        let _ = s.write_all(&[0, 0, 0, 1, 0]);
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let Ok(addr) = UnixAddr::new(path) else {
+        return;
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    if connect(fd.as_raw_fd(), &addr).is_ok() {
+        let _ = nix::unistd::write(&fd, &[0, 0, 0, 1, 0]);
     }
 }
 
