@@ -11,7 +11,7 @@ use petrel_daemon::Daemon;
 use petrel_ipc::auth::{Reply, Request};
 use petrel_ipc::{FrameReader, Incoming};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Write};
+use std::io;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::Instant;
@@ -489,20 +489,9 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&t) else {
             return;
         };
-        while !conn.out.is_empty() {
-            match conn.stream.write(&conn.out) {
-                Ok(0) => break,
-                Ok(n) => {
-                    conn.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    conn.out.clear();
-                    conn.eof = true;
-                    break;
-                }
-            }
+        if petrel_ipc::write_pending(&mut conn.stream, &mut conn.out).is_err() {
+            conn.out.clear();
+            conn.eof = true;
         }
         if conn.eof && !conn.busy && conn.out.is_empty() {
             self.close(t);

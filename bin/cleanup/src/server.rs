@@ -299,20 +299,9 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&t) else {
             return;
         };
-        while !conn.out.is_empty() {
-            match conn.stream.write(&conn.out) {
-                Ok(0) => break,
-                Ok(n) => {
-                    conn.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    conn.out.clear();
-                    conn.eof = true;
-                    break;
-                }
-            }
+        if petrel_ipc::write_pending(&mut conn.stream, &mut conn.out).is_err() {
+            conn.out.clear();
+            conn.eof = true;
         }
         // The client is gone and nothing is owed to it (a half frame left behind is dropped).
         if conn.eof && !conn.committing && conn.out.is_empty() {

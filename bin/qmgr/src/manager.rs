@@ -26,6 +26,8 @@ const LISTENER: Token = Token(0);
 const TICK: Duration = Duration::from_millis(500);
 /// A request whose agent died this many times is deferred instead of retried at once.
 const MAX_AGENT_CRASHES: u32 = 3;
+/// How long a job whose agent died waits before it is handed out again.
+const RETRY_AFTER_CRASH: Duration = Duration::from_secs(1);
 /// How long a transport may stay unreachable before its mail is deferred.
 const TRANSPORT_GRACE: Duration = Duration::from_secs(30);
 
@@ -43,6 +45,9 @@ struct Job {
     transport: &'static str,
     queue_id: String,
     request: delivery::Request,
+    /// After its agent died: not before this time, so that every other connection to
+    /// the dead agents is noticed first and only real deaths count as crashes.
+    not_before: Option<Instant>,
 }
 
 /// A connection to a delivery agent.
@@ -248,6 +253,7 @@ impl Manager {
         };
         for (transport, recipients) in by_transport {
             self.jobs.push_back(Job {
+                not_before: None,
                 transport,
                 queue_id: id.clone(),
                 request: delivery::Request {
@@ -347,8 +353,13 @@ impl Manager {
     /// Hands waiting jobs to idle agents, opening connections up to the concurrency limit.
     fn dispatch(&mut self) {
         let mut waiting = VecDeque::new();
+        let now = Instant::now();
         while let Some(job) = self.jobs.pop_front() {
             if !self.active.contains_key(&job.queue_id) {
+                continue;
+            }
+            if job.not_before.is_some_and(|t| t > now) {
+                waiting.push_back(job);
                 continue;
             }
             let idle = self
@@ -457,18 +468,8 @@ impl Manager {
         let Some(agent) = self.agents.get_mut(&t) else {
             return;
         };
-        while !agent.out.is_empty() {
-            match agent.stream.write(&agent.out) {
-                Ok(n) => {
-                    agent.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.agent_lost(t);
-                    return;
-                }
-            }
+        if petrel_ipc::write_pending(&mut agent.stream, &mut agent.out).is_err() {
+            self.agent_lost(t);
         }
     }
 
@@ -527,7 +528,10 @@ impl Manager {
                     job.queue_id,
                     agent.transport
                 );
-                self.jobs.push_front(job);
+                self.jobs.push_front(Job {
+                    not_before: Some(Instant::now() + RETRY_AFTER_CRASH),
+                    ..job
+                });
             }
         }
     }

@@ -323,18 +323,9 @@ impl Server {
 
     fn flush_authd(&mut self, t: usize) {
         if let Some(link) = self.conns.get_mut(&t).and_then(|c| c.authd.as_mut()) {
-            while !link.out.is_empty() {
-                match link.stream.write(&link.out) {
-                    Ok(n) => {
-                        link.out.drain(..n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        link.out.clear();
-                        break;
-                    }
-                }
+            if petrel_ipc::write_pending(&mut link.stream, &mut link.out).is_err() {
+                // authd went away: its reader sees the end and answers "temporary".
+                link.out.clear();
             }
         }
     }
@@ -505,19 +496,7 @@ impl Server {
     fn flush_cleanup(&mut self, t: usize) {
         let mut lost = false;
         if let Some(link) = self.conns.get_mut(&t).and_then(|c| c.cleanup.as_mut()) {
-            while !link.out.is_empty() {
-                match link.stream.write(&link.out) {
-                    Ok(n) => {
-                        link.out.drain(..n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        lost = true;
-                        break;
-                    }
-                }
-            }
+            lost = petrel_ipc::write_pending(&mut link.stream, &mut link.out).is_err();
         }
         if lost {
             if let Some(c) = self.conns.get_mut(&t) {
@@ -536,23 +515,12 @@ impl Server {
         if c.handshaking {
             return;
         }
-        while !c.out.is_empty() {
-            let Some(stream) = c.stream.as_mut() else {
-                return;
-            };
-            match stream.write(&c.out) {
-                Ok(0) => break,
-                Ok(n) => {
-                    c.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    c.out.clear();
-                    c.closing = true;
-                    break;
-                }
-            }
+        let Some(stream) = c.stream.as_mut() else {
+            return;
+        };
+        if petrel_ipc::write_pending(stream, &mut c.out).is_err() {
+            c.out.clear();
+            c.closing = true;
         }
         if c.out.len() > KILL_CLIENT_OUT {
             log::warn!(

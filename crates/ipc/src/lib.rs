@@ -130,6 +130,24 @@ pub fn read_frame<T: Protocol>(r: &mut impl Read) -> io::Result<Option<Incoming<
     Ok(Some(decode(buf[0], &buf[1..])?))
 }
 
+/// Writes as much of `out` as a non-blocking `w` takes now, removing what was written.
+/// `Ok` when `out` is empty or the socket would block (write again when it is writable);
+/// `Err` when the peer is gone (the caller drops the connection).
+pub fn write_pending(w: &mut impl Write, out: &mut Vec<u8>) -> io::Result<()> {
+    while !out.is_empty() {
+        match w.write(out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Reassembles frames from bytes an event loop reads.
 #[derive(Debug, Default)]
 pub struct FrameReader {
