@@ -106,7 +106,7 @@ def run_petrel(bindir, n, conc, limit):
     work = tempfile.mkdtemp(prefix="petrel-bench-")
     sb = os.path.join(work, "sb")
     petrel = os.path.join(bindir, "petrel")
-    subprocess.run([petrel, "sandbox", sb, "--port-base", "41000"], check=True, capture_output=True)
+    subprocess.run([petrel, "sandbox", sb, "--port-base", "19000"], check=True, capture_output=True)
     etc = os.path.join(sb, "etc")
     subprocess.run([petrel, "-c", etc, "start"], check=True, capture_output=True)
     pidfile = os.path.join(sb, "spool/pid/master.pid")

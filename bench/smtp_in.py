@@ -24,7 +24,7 @@ pipelined, the body, then the timed ".\r\n"), --latency-n messages in all.
 
 Petrel runs in a sandbox (release binaries from --bin, which must hold smtpd); Postfix
 (Debian's package, as root only) from a throwaway config and queue directory with one
-smtpd on 127.0.0.1:42525, mynetworks 127.0.0.0/8, home_mailbox Maildir/ for a throwaway
+smtpd on 127.0.0.1:18525, mynetworks 127.0.0.0/8, home_mailbox Maildir/ for a throwaway
 system user. Both: no reverse DNS for the client, no per-client connection limit (the
 benchmark is one client address opening many connections).
 
@@ -44,8 +44,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import local_submit as ls  # noqa: E402  (the shared helpers: RSS sampler, Maildir count)
 
-PETREL_PORT_BASE = 42000  # smtpd on 127.0.0.1:42025
-POSTFIX_PORT = 42525
+PETREL_PORT_BASE = 18000  # smtpd on 127.0.0.1:18025 (below the ephemeral ports)
+POSTFIX_PORT = 18525
 PAYLOAD = 4096  # bytes of body per message (smtp-source -l; the Python client the same)
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 CLK = os.sysconf("SC_CLK_TCK")

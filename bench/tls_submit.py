@@ -47,10 +47,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import local_submit as ls  # noqa: E402  (RSS sampler, Maildir count)
 import smtp_in as si  # noqa: E402  (tree_cpu, wait_greeting, recv_reply, the Postfix suite)
 
-PETREL_PORT_BASE = 43000  # 43025 smtpd, 43587 submission, 43026 plain-AUTH listener
-POSTFIX_PORT = 42625
-POSTFIX_SUB_PORT = 42587
-POSTFIX_PLAIN_AUTH_PORT = 42526
+PETREL_PORT_BASE = 17000  # 17025 smtpd, 17587 submission, 17026 plain-AUTH listener
+POSTFIX_PORT = 17625
+POSTFIX_SUB_PORT = 17687
+POSTFIX_PLAIN_AUTH_PORT = 17626
 PAYLOAD = 4096
 DOVECOT = "/usr/sbin/dovecot"
 ARGON_USER, ARGON_PW = "argonbench", "argon-bench-password"
@@ -176,7 +176,7 @@ class PostfixDovecot(si.Postfix):
 
     def __init__(self, maxproc):
         super().__init__()
-        self.port = POSTFIX_PORT  # not smtp_in's 42525, so the two benches can run together
+        self.port = POSTFIX_PORT  # not smtp_in's 18525, so the two benches can run together
         self.maxproc = maxproc
         self.sub_port = POSTFIX_SUB_PORT
         self.plain_auth_port = POSTFIX_PLAIN_AUTH_PORT

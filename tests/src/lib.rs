@@ -35,9 +35,12 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// Port offsets a sandbox listens on (base + offset).
-const SANDBOX_PORTS: [u16; 8] = [25, 53, 110, 143, 465, 587, 993, 995];
+const SANDBOX_PORTS: [u16; 9] = [25, 26, 53, 110, 143, 465, 587, 993, 995];
+/// Port bases are 20000, 20100, … below 32768, where Linux's ephemeral ports (for
+/// outgoing connections) start: a sandbox port can then not be taken by a client.
+const PORT_BASES: u32 = 127;
 
-/// A port base for this test, in 20000..60000, that no other running test holds and
+/// A port base for this test, in 20000..32700, that no other running test holds and
 /// whose ports are free: the test names its first choice, a lock file per base (held
 /// while the returned file is open) keeps concurrent test processes apart, and a bind
 /// check skips ports some other program uses.
@@ -48,8 +51,8 @@ pub fn port_base(name: &str) -> (u16, std::fs::File) {
         .fold(5381u32, |h, b| h.wrapping_mul(33) ^ u32::from(b));
     let dir = std::env::temp_dir().join("petrel-e2e-ports");
     let _ = std::fs::create_dir_all(&dir);
-    for i in 0..400 {
-        let base = 20000 + ((h + i) % 400) as u16 * 100;
+    for i in 0..PORT_BASES {
+        let base = 20000 + ((h + i) % PORT_BASES) as u16 * 100;
         let Ok(f) = std::fs::File::create(dir.join(format!("{base}.lock"))) else {
             continue;
         };
