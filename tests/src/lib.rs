@@ -265,8 +265,29 @@ impl Sandbox {
         }
         let log = self.log();
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let queues: Vec<String> = [
+            "maildrop", "incoming", "active", "deferred", "hold", "corrupt",
+        ]
+        .iter()
+        .map(|d| format!("{d}={}", self.queue_files(d).len()))
+        .collect();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("warning:") || l.contains("error:") || l.contains("fatal:"))
+            .collect();
+        let mut stuck = String::new();
+        for d in ["incoming", "active", "deferred"] {
+            for id in self.queue_files(d) {
+                stuck.push_str(&format!("{d}/{id}:\n"));
+                for l in log.lines().filter(|l| l.contains(id.as_str())).take(8) {
+                    stuck.push_str(&format!("  {l}\n"));
+                }
+            }
+        }
         panic!(
-            "timed out after {limit:?} waiting for {what}\n--- last log lines ---\n{}",
+            "timed out after {limit:?} waiting for {what}\n--- queue: {} ---\n{stuck}--- warnings ---\n{}\n--- last log lines ---\n{}",
+            queues.join(" "),
+            warnings.join("\n"),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }

@@ -318,6 +318,8 @@ pub fn from_maildrop(settings: &Settings, name: &str) -> Result<Ready, Failure> 
         .collect();
     attrs.insert(0, ("uid".into(), meta.uid().to_string()));
     attrs.insert(0, ("protocol".into(), "local".into()));
+    // Lets a restarted cleanup see that this maildrop file was already queued.
+    attrs.push(("maildrop".into(), name.to_string()));
     let rcpts: Vec<Rcpt> = env
         .recipients
         .into_iter()
@@ -354,4 +356,44 @@ fn corrupt(name: &str, why: &str) -> Failure {
         Err(e) => log::warn!("{name}: bad maildrop file ({why}); cannot move it to corrupt/: {e}"),
     }
     Failure::perm("5.3.0", format!("corrupt maildrop file: {why}"))
+}
+
+/// After a crash: a maildrop file whose message is already in the queue (cleanup died
+/// between making the queue file durable and removing the maildrop file) is removed, so
+/// pickup does not queue it twice. Looks at incoming/ and active/, where such a file can
+/// be a moment after the crash. Returns how many were found.
+pub fn recover_maildrop_duplicates() -> usize {
+    let mut found = 0;
+    for dir in [Dir::Incoming, Dir::Active] {
+        let Ok(rd) = std::fs::read_dir(dir.name()) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if QueueId::parse(&name).is_none() {
+                continue;
+            }
+            let path = dir.file(&name);
+            let Ok(mut f) = File::open(&path) else {
+                continue;
+            };
+            if !f.metadata().map(|m| file::is_complete(&m)).unwrap_or(false) {
+                continue;
+            }
+            let Ok(env) = file::read_envelope(&mut f) else {
+                continue;
+            };
+            let Some(md) = env.attr("maildrop").filter(|m| QueueId::parse(m).is_some()) else {
+                continue;
+            };
+            let source = Dir::Maildrop.file(md);
+            if std::fs::remove_file(&source).is_ok() {
+                log::warn!(
+                    "{name}: maildrop/{md} was already queued before a restart; removed the copy"
+                );
+                found += 1;
+            }
+        }
+    }
+    found
 }

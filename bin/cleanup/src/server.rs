@@ -44,6 +44,10 @@ struct Server {
 
 /// Runs the loop until the process is told to stop.
 pub fn run(d: Daemon) -> Result<(), String> {
+    // Before serving anyone: undo what a crash may have left half done, and have qmgr
+    // look at incoming/ (a notice may have died with the previous cleanup).
+    job::recover_maildrop_duplicates();
+    petrel_daemon::send_notice("public/qmgr", &petrel_ipc::qmgr::Notice::Rescan);
     let fd = d
         .listener
         .ok_or("no listening socket: cleanup must be started by master")?;

@@ -26,6 +26,8 @@ const LISTENER: Token = Token(0);
 const TICK: Duration = Duration::from_millis(500);
 /// A request whose agent died this many times is deferred instead of retried at once.
 const MAX_AGENT_CRASHES: u32 = 3;
+/// The longest a complete file may wait in incoming/ without a notice.
+const INCOMING_SCAN: Duration = Duration::from_secs(10);
 /// How long a job whose agent died waits before it is handed out again.
 const RETRY_AFTER_CRASH: Duration = Duration::from_secs(1);
 /// How long a transport may stay unreachable before its mail is deferred.
@@ -142,7 +144,9 @@ impl Manager {
     }
 
     fn scan_incoming(&mut self) {
-        self.next_incoming_scan = Instant::now() + self.s.queue_run_delay;
+        // Notices from cleanup are the fast path; this scan is the safety net for one that
+        // died with a crashed cleanup, so it runs often (a readdir of a mostly empty dir).
+        self.next_incoming_scan = Instant::now() + self.s.queue_run_delay.min(INCOMING_SCAN);
         for id in scan(Dir::Incoming) {
             self.todo.push_back((id, Dir::Incoming));
         }

@@ -339,6 +339,26 @@ pub fn trigger(path: &Path) {
     }
 }
 
+/// Sends one notice frame to a service without waiting (best effort, like [`trigger`]).
+pub fn send_notice<T: petrel_ipc::Protocol>(path: &str, msg: &T) {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let (Ok(addr), Ok(frame)) = (UnixAddr::new(path), petrel_ipc::encode(msg)) else {
+        return;
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return;
+    };
+    if connect(fd.as_raw_fd(), &addr).is_ok() {
+        let _ = nix::unistd::write(&fd, &frame);
+    }
+}
+
 /// The peer's credentials on a Unix socket (SO_PEERCRED).
 pub fn peer_uid(fd: &impl std::os::fd::AsFd) -> Option<u32> {
     nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::PeerCredentials)
