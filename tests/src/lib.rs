@@ -842,3 +842,78 @@ pub fn demo_password(sandbox_output: &str) -> Option<String> {
             .filter(|p| !p.is_empty())
     })
 }
+
+/// Parses the `name|code|text` lines the Python client scripts print (text with `\n`
+/// written as a backslash and n) into name → (code, text).
+pub fn parse_replies(stdout: &[u8]) -> std::collections::HashMap<String, (u16, String)> {
+    let mut m = std::collections::HashMap::new();
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let mut parts = line.splitn(3, '|');
+        let (Some(name), Some(code), Some(text)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        m.insert(
+            name.to_string(),
+            (code.parse().unwrap_or(0), text.replace("\\n", "\n")),
+        );
+    }
+    m
+}
+
+/// Helpers for the tests that run as root: system users and groups, /proc.
+pub mod root {
+    use std::process::Command;
+    use std::time::Duration;
+
+    /// Creates a system group unless it exists.
+    pub fn ensure_group(name: &str) {
+        if nix::unistd::Group::from_name(name).ok().flatten().is_none() {
+            run_retry(Command::new("groupadd").args(["--system", name]));
+        }
+    }
+
+    /// Creates a user (a system user when `system`) unless it exists.
+    pub fn ensure_user(name: &str, system: bool) -> nix::unistd::User {
+        if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+            let mut c = Command::new("useradd");
+            if system {
+                c.arg("--system");
+            }
+            c.args([
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ]);
+            run_retry(&mut c);
+        }
+        nix::unistd::User::from_name(name).unwrap().unwrap()
+    }
+
+    /// useradd/groupadd fail while another process holds /etc/passwd's lock: try again.
+    fn run_retry(c: &mut Command) {
+        for _ in 0..50 {
+            let out = c.output().unwrap();
+            if out.status.success()
+                || String::from_utf8_lossy(&out.stderr).contains("already exists")
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{c:?} kept failing");
+    }
+
+    /// A field of /proc/PID/status (`Uid`, `CapEff`, `NoNewPrivs`, …).
+    pub fn status_field(pid: i32, name: &str) -> String {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name}:"))
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap()
+    }
+}

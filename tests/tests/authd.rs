@@ -7,6 +7,7 @@
 
 use petrel_ipc::auth::{Reply, Request};
 use petrel_ipc::{read_frame, write_frame, Incoming};
+use petrel_tests::root::{ensure_group, ensure_user, status_field};
 use petrel_tests::{installed, is_root, python, run_limited, Sandbox};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
@@ -473,48 +474,6 @@ except OSError as e:
     sb.stop();
 }
 
-fn ensure_group(name: &str) {
-    if nix::unistd::Group::from_name(name).ok().flatten().is_none() {
-        run_retry(Command::new("groupadd").args(["--system", name]));
-    }
-}
-
-fn ensure_user(name: &str) -> nix::unistd::User {
-    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
-        run_retry(Command::new("useradd").args([
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            name,
-        ]));
-    }
-    nix::unistd::User::from_name(name).unwrap().unwrap()
-}
-
-/// useradd/groupadd fail while another process holds /etc/passwd's lock: try again.
-fn run_retry(c: &mut Command) {
-    for _ in 0..50 {
-        let out = c.output().unwrap();
-        if out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already exists") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{c:?} kept failing");
-}
-
-fn status_field(pid: i32, name: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{name}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap()
-}
-
 #[test]
 fn as_root_authd_runs_as_petrel_auth_and_mail_owner_cannot_read_the_passwords() {
     if !is_root() {
@@ -522,8 +481,8 @@ fn as_root_authd_runs_as_petrel_auth_and_mail_owner_cannot_read_the_passwords() 
         return;
     }
     ensure_group("petrel-drop");
-    let owner = ensure_user("petrel");
-    let auth = ensure_user("petrel-auth");
+    let owner = ensure_user("petrel", true);
+    let auth = ensure_user("petrel-auth", true);
     assert_ne!(auth.gid, owner.gid);
 
     let mut sb = sandbox("authd_as_root");

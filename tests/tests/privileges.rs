@@ -4,50 +4,10 @@
 //! Skips with a printed reason when not root.
 #![allow(clippy::unwrap_used)]
 
+use petrel_tests::root::{ensure_group, ensure_user, status_field};
 use petrel_tests::{header, is_root, Sandbox};
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 use std::time::Duration;
-
-fn ensure_group(name: &str) {
-    if nix::unistd::Group::from_name(name).ok().flatten().is_none() {
-        run_retry(Command::new("groupadd").args(["--system", name]));
-    }
-}
-
-fn ensure_user(name: &str, system: bool) -> nix::unistd::User {
-    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
-        let mut c = Command::new("useradd");
-        if system {
-            c.arg("--system");
-        }
-        c.args(["--no-create-home", "--shell", "/usr/sbin/nologin", name]);
-        run_retry(&mut c);
-    }
-    nix::unistd::User::from_name(name).unwrap().unwrap()
-}
-
-/// useradd/groupadd fail while another process holds /etc/passwd's lock: try again.
-fn run_retry(c: &mut Command) {
-    for _ in 0..50 {
-        let out = c.output().unwrap();
-        if out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already exists") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{c:?} kept failing");
-}
-
-fn status_field(pid: i32, name: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{name}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap()
-}
 
 #[test]
 fn services_run_with_their_configured_identity_and_no_capabilities() {

@@ -35,19 +35,7 @@ fn show(out: &Output) -> String {
 /// Lines `name|code|text` printed by the Python scripts below (text: "\n" as "\\n").
 fn py_replies(out: &Output) -> HashMap<String, (u16, String)> {
     assert!(out.status.success(), "python failed: {}", show(out));
-    let mut m = HashMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let mut parts = line.splitn(3, '|');
-        let (Some(name), Some(code), Some(text)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        m.insert(
-            name.to_string(),
-            (code.parse().unwrap_or(0), text.replace("\\n", "\n")),
-        );
-    }
-    m
+    petrel_tests::parse_replies(&out.stdout)
 }
 
 fn py_get<'a>(m: &'a HashMap<String, (u16, String)>, name: &str) -> &'a (u16, String) {

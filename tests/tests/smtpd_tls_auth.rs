@@ -56,18 +56,7 @@ impl Py {
         let out = python(&format!("{PY_PRELUDE}{script}"), args, CLIENT_LIMIT);
         let raw = show(&out);
         assert!(out.status.success(), "python failed: {raw}");
-        let mut m = HashMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let mut parts = line.splitn(3, '|');
-            let (Some(name), Some(code), Some(text)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            m.insert(
-                name.to_string(),
-                (code.parse().unwrap_or(0), text.replace("\\n", "\n")),
-            );
-        }
+        let m = petrel_tests::parse_replies(&out.stdout);
         Py { m, raw }
     }
 
