@@ -476,24 +476,9 @@ fn new_slot(
     }
 }
 
-/// Connects to a unix service without blocking and writes a trigger frame; failures are
-/// ignored (the service finds the work on its next scan anyway).
+/// Pokes a unix service without blocking (see [`petrel_daemon::trigger`]).
 fn trigger(path: &str) {
-    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let Ok(fd) = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    ) else {
-        return;
-    };
-    let Ok(addr) = UnixAddr::new(path) else {
-        return;
-    };
-    if connect(fd.as_raw_fd(), &addr).is_ok() {
-        let _ = nix::unistd::write(&fd, &petrel_ipc::trigger_frame());
-    }
+    petrel_daemon::trigger(std::path::Path::new(path));
 }
 
 #[cfg(test)]

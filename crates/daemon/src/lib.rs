@@ -321,7 +321,21 @@ pub fn connect(
 /// (it is busy; it has wake-ups waiting already) costs the caller nothing. A submitter
 /// must not hang because pickup is slow.
 pub fn trigger(path: &Path) {
+    send_nonblocking(path, &petrel_ipc::trigger_frame());
+}
+
+/// Sends one notice frame to a service without waiting (best effort, like [`trigger`]).
+pub fn send_notice<T: petrel_ipc::Protocol>(path: &str, msg: &T) {
+    if let Ok(frame) = petrel_ipc::encode(msg) {
+        send_nonblocking(Path::new(path), &frame);
+    }
+}
+
+/// Connects to a Unix socket without blocking and writes `bytes`; every failure is
+/// ignored (a full listen queue means the service is busy and will look anyway).
+fn send_nonblocking(path: &Path, bytes: &[u8]) {
     use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
     let Ok(addr) = UnixAddr::new(path) else {
         return;
     };
@@ -333,29 +347,8 @@ pub fn trigger(path: &Path) {
     ) else {
         return;
     };
-    use std::os::fd::AsRawFd;
     if connect(fd.as_raw_fd(), &addr).is_ok() {
-        let _ = nix::unistd::write(&fd, &[0, 0, 0, 1, 0]);
-    }
-}
-
-/// Sends one notice frame to a service without waiting (best effort, like [`trigger`]).
-pub fn send_notice<T: petrel_ipc::Protocol>(path: &str, msg: &T) {
-    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    use std::os::fd::AsRawFd;
-    let (Ok(addr), Ok(frame)) = (UnixAddr::new(path), petrel_ipc::encode(msg)) else {
-        return;
-    };
-    let Ok(fd) = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    ) else {
-        return;
-    };
-    if connect(fd.as_raw_fd(), &addr).is_ok() {
-        let _ = nix::unistd::write(&fd, &frame);
+        let _ = nix::unistd::write(&fd, bytes);
     }
 }
 
