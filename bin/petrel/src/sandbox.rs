@@ -160,7 +160,10 @@ local              unix  -       n      n      -      4       local
         s.push_str("auth               unix  -       -      n      -      1       authd\n");
     }
     if has("smtp") {
-        s.push_str("smtp               unix  -       -      n      -      2       smtp\n");
+        // One process serves every qmgr connection (a thread each) and shares its
+        // connection cache; `lmtp` is the same program speaking LMTP.
+        s.push_str("smtp               unix  -       -      n      -      1       smtp\n");
+        s.push_str("lmtp               unix  -       -      n      -      1       smtp\n");
     }
     let line = |s: &mut String, port: u32, cmd: &str| {
         let name = format!("127.0.0.1:{port}");

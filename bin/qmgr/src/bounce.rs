@@ -6,12 +6,13 @@ use petrel_ipc::{Incoming, Rcpt};
 use petrel_message::dsn;
 use std::time::Duration;
 
-/// Submits `message` from `<>` to `to` through cleanup; returns the new queue id.
-pub fn submit(to: &str, message: &[u8]) -> Result<String, String> {
+/// Submits `message` from `from` (empty: `<>`) to `to` through cleanup; returns the new
+/// queue id.
+pub fn submit(from: &str, to: &str, message: &[u8]) -> Result<String, String> {
     let mut s = petrel_daemon::connect("private/cleanup", Duration::from_secs(60))
         .map_err(|e| e.to_string())?;
     let begin = Request::Begin {
-        sender: String::new(),
+        sender: from.to_string(),
         recipients: vec![Rcpt {
             address: to.to_string(),
             ..Default::default()
@@ -37,7 +38,11 @@ pub fn submit(to: &str, message: &[u8]) -> Result<String, String> {
 pub struct Notice<'a> {
     pub queue_id: &'a str,
     pub myhostname: &'a str,
-    pub sender: &'a str,
+    /// Who gets the notice: the original sender, or the postmaster for a double bounce.
+    pub to: &'a str,
+    /// The notice's envelope sender: empty (`<>`), or double_bounce_sender for notices to
+    /// the postmaster, whose own failure must end the chain.
+    pub from: &'a str,
     pub arrival: f64,
     pub envid: &'a str,
     pub headers_only: bool,
@@ -53,12 +58,12 @@ pub fn send(n: &Notice<'_>) -> Result<String, String> {
         queue_id: n.queue_id,
         arrival: n.arrival as i64,
         now: petrel_queue::now() as i64,
-        to: n.sender,
+        to: n.to,
         envid: n.envid,
         recipients: n.recipients.clone(),
         original: n.original,
         headers_only: n.headers_only,
         new_id: new_id.as_str(),
     };
-    submit(n.sender, &dsn::build(&report))
+    submit(n.from, n.to, &dsn::build(&report))
 }

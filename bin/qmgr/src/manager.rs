@@ -8,7 +8,7 @@
 //! repeated delivery of the same recipient a no-op where they can (Maildir).
 
 use crate::bounce;
-use crate::policy::{self, Settings};
+use crate::policy::{self, Router, Settings};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use petrel_ipc::delivery::{self, Outcome, Status};
@@ -40,11 +40,14 @@ struct Msg {
     outstanding: usize,
     outcomes: Vec<Outcome>,
     crashes: u32,
+    /// Recipients already marked done in the file (and fsynced) while other requests of
+    /// the message were still out.
+    marked: HashSet<u32>,
 }
 
 /// One delivery request waiting for an agent.
 struct Job {
-    transport: &'static str,
+    transport: String,
     queue_id: String,
     request: delivery::Request,
     /// After its agent died: not before this time, so that every other connection to
@@ -54,7 +57,7 @@ struct Job {
 
 /// A connection to a delivery agent.
 struct Agent {
-    transport: &'static str,
+    transport: String,
     stream: UnixStream,
     reader: FrameReader,
     out: Vec<u8>,
@@ -73,10 +76,13 @@ pub struct Manager {
     agents: HashMap<usize, Agent>,
     next_token: usize,
     s: Settings,
+    router: Router,
     active: HashMap<String, Msg>,
     todo: VecDeque<(String, Dir)>,
     jobs: VecDeque<Job>,
-    unreachable_since: HashMap<&'static str, Instant>,
+    unreachable_since: HashMap<String, Instant>,
+    /// Requests in progress per (transport, next hop), for the destination concurrency limit.
+    busy_per_dest: HashMap<(String, String), usize>,
     next_deferred_scan: Instant,
     next_incoming_scan: Instant,
 }
@@ -86,7 +92,11 @@ fn age_of(env: &Envelope) -> Duration {
 }
 
 impl Manager {
-    pub fn new(listener: std::os::unix::net::UnixListener, s: Settings) -> io::Result<Manager> {
+    pub fn new(
+        listener: std::os::unix::net::UnixListener,
+        s: Settings,
+        router: Router,
+    ) -> io::Result<Manager> {
         listener.set_nonblocking(true)?;
         let mut listener = UnixListener::from_std(listener);
         let poll = Poll::new()?;
@@ -99,10 +109,12 @@ impl Manager {
             agents: HashMap::new(),
             next_token: 1,
             s,
+            router,
             active: HashMap::new(),
             todo: VecDeque::new(),
             jobs: VecDeque::new(),
             unreachable_since: HashMap::new(),
+            busy_per_dest: HashMap::new(),
             next_deferred_scan: Instant::now(),
             next_incoming_scan: Instant::now(),
         })
@@ -232,33 +244,73 @@ impl Manager {
                 env.recipients.len()
             );
         }
-        let mut by_transport: Vec<(&'static str, Vec<delivery::Recipient>)> = Vec::new();
+        let mut groups: Vec<(policy::Route, Vec<delivery::Recipient>)> = Vec::new();
+        let mut immediate: Vec<Outcome> = Vec::new();
+        let delay = (petrel_queue::now() - env.arrival).max(0.0);
         for (i, r) in env.recipients.iter().enumerate() {
             if r.done {
                 continue;
             }
-            let t = policy::transport_for(&r.address, &self.s.mydestination);
+            let route = self.router.route(&r.address);
+            if route.transport == "error" {
+                let (dsn, text) = policy::error_transport_text(&route.nexthop);
+                log::info!(
+                    "{id}: to=<{}>, relay=none, delay={delay:.1}, dsn={dsn}, status=bounced ({text})",
+                    r.address
+                );
+                immediate.push(Outcome {
+                    index: i as u32,
+                    status: Status::Bounced,
+                    dsn,
+                    reason: text,
+                });
+                continue;
+            }
+            if !policy::valid_transport(&route.transport) {
+                let text = format!(
+                    "mail transport unavailable: bad transport name {:?}",
+                    route.transport
+                );
+                log::warn!("{id}: to=<{}>, relay=none, delay={delay:.1}, dsn=4.3.0, status=deferred ({text})", r.address);
+                immediate.push(Outcome {
+                    index: i as u32,
+                    status: Status::Deferred,
+                    dsn: "4.3.0".into(),
+                    reason: text,
+                });
+                continue;
+            }
+            let limit = if route.transport == "local" {
+                usize::MAX
+            } else {
+                self.s.dest_recipient_limit.max(1)
+            };
             let rcpt = delivery::Recipient {
                 index: i as u32,
                 address: r.address.clone(),
                 orcpt: r.orcpt.clone(),
             };
-            match by_transport.iter_mut().find(|(n, _)| *n == t) {
+            match groups
+                .iter_mut()
+                .rev()
+                .find(|(rt, v)| *rt == route && v.len() < limit)
+            {
                 Some((_, v)) => v.push(rcpt),
-                None => by_transport.push((t, vec![rcpt])),
+                None => groups.push((route, vec![rcpt])),
             }
         }
         let msg = Msg {
             file: f,
-            outstanding: by_transport.len(),
+            outstanding: groups.len() + usize::from(!immediate.is_empty()),
             outcomes: Vec::new(),
             crashes: 0,
+            marked: HashSet::new(),
             env,
         };
-        for (transport, recipients) in by_transport {
+        for (route, recipients) in groups {
             self.jobs.push_back(Job {
                 not_before: None,
-                transport,
+                transport: route.transport,
                 queue_id: id.clone(),
                 request: delivery::Request {
                     queue_id: id.clone(),
@@ -266,12 +318,15 @@ impl Manager {
                     sender: msg.env.sender.clone(),
                     arrival: msg.env.arrival,
                     recipients,
+                    nexthop: route.nexthop,
                 },
             });
         }
         let done_already = msg.outstanding == 0;
         self.active.insert(id.clone(), msg);
-        if done_already {
+        if !immediate.is_empty() {
+            self.outcomes(&id, immediate);
+        } else if done_already {
             self.finish(&id);
         }
     }
@@ -354,34 +409,50 @@ impl Manager {
         self.dispatch();
     }
 
-    /// Hands waiting jobs to idle agents, opening connections up to the concurrency limit.
+    /// Hands waiting jobs to idle agents, opening connections up to the concurrency limit
+    /// of the transport and never more than the destination concurrency limit at once to
+    /// one next hop.
     fn dispatch(&mut self) {
+        if self.jobs.is_empty() {
+            return;
+        }
+        // Per transport: idle agents and how many connections are open.
+        let mut idle: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut open: HashMap<String, usize> = HashMap::new();
+        for (t, a) in &self.agents {
+            *open.entry(a.transport.clone()).or_default() += 1;
+            if a.busy.is_none() {
+                idle.entry(a.transport.clone()).or_default().push(*t);
+            }
+        }
+        let mut full: HashSet<String> = HashSet::new();
         let mut waiting = VecDeque::new();
         let now = Instant::now();
         while let Some(job) = self.jobs.pop_front() {
             if !self.active.contains_key(&job.queue_id) {
                 continue;
             }
-            if job.not_before.is_some_and(|t| t > now) {
+            if job.not_before.is_some_and(|t| t > now) || full.contains(&job.transport) {
                 waiting.push_back(job);
                 continue;
             }
-            let idle = self
-                .agents
-                .iter()
-                .find(|(_, a)| a.transport == job.transport && a.busy.is_none())
-                .map(|(t, _)| *t);
-            let token = match idle {
+            if job.transport != "local" {
+                let key = (job.transport.clone(), job.request.nexthop.clone());
+                if self.busy_per_dest.get(&key).copied().unwrap_or(0) >= self.s.dest_concurrency {
+                    waiting.push_back(job);
+                    continue;
+                }
+            }
+            let token = match idle.get_mut(&job.transport).and_then(|v| v.pop()) {
                 Some(t) => Some(t),
                 None => {
-                    let open = self
-                        .agents
-                        .values()
-                        .filter(|a| a.transport == job.transport)
-                        .count();
-                    let limit = self.limit(job.transport);
-                    if open < limit {
-                        self.open_agent(job.transport)
+                    let n = open.entry(job.transport.clone()).or_default();
+                    if *n < self.limit(&job.transport) {
+                        let opened = self.open_agent(&job.transport);
+                        if opened.is_some() {
+                            *open.entry(job.transport.clone()).or_default() += 1;
+                        }
+                        opened
                     } else {
                         None
                     }
@@ -392,31 +463,49 @@ impl Manager {
                 None => {
                     let unreachable = self
                         .unreachable_since
-                        .get(job.transport)
+                        .get(&job.transport)
                         .is_some_and(|since| since.elapsed() > TRANSPORT_GRACE);
                     if unreachable && !self.agents.values().any(|a| a.transport == job.transport) {
                         self.transport_failed(job, "mail transport unavailable");
                     } else {
+                        full.insert(job.transport.clone());
                         waiting.push_back(job);
                     }
                 }
             }
         }
+        // Jobs queued meanwhile (transport_failed can finish messages) go after these.
+        waiting.extend(self.jobs.drain(..));
         self.jobs = waiting;
     }
 
     fn limit(&self, transport: &str) -> usize {
         match transport {
             "local" => self.s.local_concurrency,
-            _ => 10,
+            _ => self.s.process_limit,
         }
     }
 
-    fn open_agent(&mut self, transport: &'static str) -> Option<usize> {
+    fn dest_key(job: &Job) -> (String, String) {
+        (job.transport.clone(), job.request.nexthop.clone())
+    }
+
+    fn dest_done(&mut self, job: &Job) {
+        let key = Self::dest_key(job);
+        if let Some(n) = self.busy_per_dest.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.busy_per_dest.remove(&key);
+            }
+        }
+    }
+
+    fn open_agent(&mut self, transport: &str) -> Option<usize> {
         let path = format!("private/{transport}");
         match std::os::unix::net::UnixStream::connect(&path) {
             Ok(s) => {
                 self.unreachable_since.remove(transport);
+                let transport = transport.to_string();
                 if s.set_nonblocking(true).is_err() {
                     return None;
                 }
@@ -445,7 +534,8 @@ impl Manager {
             Err(e) => {
                 if !self.unreachable_since.contains_key(transport) {
                     log::warn!("connect to {path}: {e}");
-                    self.unreachable_since.insert(transport, Instant::now());
+                    self.unreachable_since
+                        .insert(transport.to_string(), Instant::now());
                 }
                 None
             }
@@ -464,6 +554,7 @@ impl Manager {
                 return;
             }
         }
+        *self.busy_per_dest.entry(Self::dest_key(&job)).or_default() += 1;
         agent.busy = Some(job);
         self.agent_write(t);
     }
@@ -499,7 +590,10 @@ impl Manager {
         for r in replies {
             let job = self.agents.get_mut(&t).and_then(|a| a.busy.take());
             match job {
-                Some(job) => self.outcomes(&job.queue_id, r.outcomes),
+                Some(job) => {
+                    self.dest_done(&job);
+                    self.outcomes(&job.queue_id, r.outcomes)
+                }
                 None => log::warn!("unexpected delivery reply"),
             }
         }
@@ -516,6 +610,7 @@ impl Manager {
         };
         let _ = self.poll.registry().deregister(&mut agent.stream);
         if let Some(job) = agent.busy.take() {
+            self.dest_done(&job);
             let crashes = self
                 .active
                 .get_mut(&job.queue_id)
@@ -573,8 +668,29 @@ impl Manager {
         let Some(msg) = self.active.get_mut(id) else {
             return;
         };
-        msg.outcomes.extend(outcomes);
         msg.outstanding = msg.outstanding.saturating_sub(1);
+        if msg.outstanding > 0 {
+            // Other requests of this message are still out: make these deliveries durable
+            // now, so that a crash before the rest is answered does not repeat them.
+            let mut marked = false;
+            for o in outcomes.iter().filter(|o| o.status == Status::Sent) {
+                if let Some(r) = msg.env.recipients.get(o.index as usize) {
+                    match file::mark_done(&msg.file, r.offset) {
+                        Ok(()) => {
+                            msg.marked.insert(o.index);
+                            marked = true;
+                        }
+                        Err(e) => log::warn!("{id}: mark recipient done: {e}"),
+                    }
+                }
+            }
+            if marked {
+                if let Err(e) = msg.file.sync_data() {
+                    log::warn!("{id}: fdatasync: {e}");
+                }
+            }
+        }
+        msg.outcomes.extend(outcomes);
         if msg.outstanding == 0 {
             self.finish(id);
         }
@@ -631,15 +747,28 @@ impl Manager {
             }
         }
         if !failed.is_empty() {
-            if null_sender {
-                log::info!("{id}: sender is <>: non-delivery notification discarded");
+            if self.is_double_bounce_sender(&msg.env.sender) {
+                // A notice to the postmaster failed: the chain ends here.
+                log::info!("{id}: undeliverable postmaster notification discarded");
                 done.extend(&failed_idx);
             } else {
                 let original = file::read_content(&msg.file, &msg.env).unwrap_or_default();
+                let double_bounce =
+                    format!("{}@{}", self.s.double_bounce_sender, self.s.myhostname);
+                let (to, from, whom) = if null_sender {
+                    (
+                        self.s.notice_recipient.as_str(),
+                        double_bounce.as_str(),
+                        "postmaster",
+                    )
+                } else {
+                    (msg.env.sender.as_str(), "", "sender")
+                };
                 let notice = bounce::Notice {
                     queue_id: id,
                     myhostname: &self.s.myhostname,
-                    sender: &msg.env.sender,
+                    to,
+                    from,
                     arrival: msg.env.arrival,
                     envid: msg.env.attr("envid").unwrap_or(""),
                     headers_only: msg
@@ -651,7 +780,7 @@ impl Manager {
                 };
                 match bounce::send(&notice) {
                     Ok(new) => {
-                        log::info!("{id}: sender non-delivery notification: {new}");
+                        log::info!("{id}: {whom} non-delivery notification: {new}");
                         done.extend(&failed_idx);
                     }
                     Err(e) => {
@@ -667,6 +796,48 @@ impl Manager {
             }
         } else {
             done.extend(&failed_idx);
+        }
+        let mut delay_notice_sent = false;
+        if !deferred.is_empty()
+            && !null_sender
+            && !self.s.delay_warning.is_zero()
+            && age >= self.s.delay_warning
+            && !defer_text.lines().any(|l| l == policy::DELAY_NOTICE_SENT)
+        {
+            let delayed: Vec<dsn::Recipient> = deferred
+                .iter()
+                .filter_map(|o| {
+                    let r = msg.env.recipients.get(o.index as usize)?;
+                    policy::wants_delay_notice(&r.notify).then(|| dsn::Recipient {
+                        address: r.address.clone(),
+                        orcpt: r.orcpt.clone(),
+                        action: dsn::Action::Delayed,
+                        status: o.dsn.clone(),
+                        diagnostic: o.reason.clone(),
+                    })
+                })
+                .collect();
+            if !delayed.is_empty() {
+                let original = file::read_content(&msg.file, &msg.env).unwrap_or_default();
+                let notice = bounce::Notice {
+                    queue_id: id,
+                    myhostname: &self.s.myhostname,
+                    to: &msg.env.sender,
+                    from: "",
+                    arrival: msg.env.arrival,
+                    envid: msg.env.attr("envid").unwrap_or(""),
+                    headers_only: true,
+                    original: &original,
+                    recipients: delayed,
+                };
+                match bounce::send(&notice) {
+                    Ok(new) => {
+                        log::info!("{id}: sender delay notification: {new}");
+                        delay_notice_sent = true;
+                    }
+                    Err(e) => log::warn!("{id}: cannot send delay notification: {e}"),
+                }
+            }
         }
         let done: HashSet<u32> = done.into_iter().collect();
         for i in &done {
@@ -694,6 +865,7 @@ impl Manager {
             return;
         }
         // Some are left: make the finished ones durable before anything else happens.
+        let done: HashSet<u32> = done.difference(&msg.marked).copied().collect();
         for i in &done {
             if let Some(r) = msg.env.recipients.get(*i as usize) {
                 if let Err(e) = file::mark_done(&msg.file, r.offset) {
@@ -707,6 +879,10 @@ impl Manager {
             }
         }
         let mut lines = String::new();
+        if delay_notice_sent {
+            lines.push_str(policy::DELAY_NOTICE_SENT);
+            lines.push('\n');
+        }
         for o in &deferred {
             if let Some(r) = msg.env.recipients.get(o.index as usize) {
                 lines.push_str(&policy::defer_line(&r.address, &o.dsn, &o.reason));
@@ -731,6 +907,23 @@ impl Manager {
             // The operator moved or removed it meanwhile (hold, delete): leave it there.
             Err(e) => log::warn!("{id}: move to deferred/: {e}"),
         }
+    }
+}
+
+impl Manager {
+    /// True for the envelope sender of notices to the postmaster (double_bounce_sender,
+    /// bare or in one of our domains).
+    fn is_double_bounce_sender(&self, sender: &str) -> bool {
+        let (local, domain) = sender.rsplit_once('@').unwrap_or((sender, ""));
+        !sender.is_empty()
+            && local.eq_ignore_ascii_case(&self.s.double_bounce_sender)
+            && (domain.is_empty()
+                || domain.eq_ignore_ascii_case(&self.s.myhostname)
+                || self
+                    .router
+                    .mydestination
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(domain)))
     }
 }
 

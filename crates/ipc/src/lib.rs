@@ -308,7 +308,7 @@ pub mod qmgr {
     }
 }
 
-/// The delivery protocol between qmgr and a delivery agent (local, later smtp).
+/// The delivery protocol between qmgr and a delivery agent (local, smtp, lmtp).
 pub mod delivery {
     use serde::{Deserialize, Serialize};
 
@@ -336,6 +336,10 @@ pub mod delivery {
         pub arrival: f64,
         /// Recipients to deliver.
         pub recipients: Vec<Recipient>,
+        /// Where to deliver them, in the transport's own terms (smtp: a domain for an MX
+        /// lookup, `[host]:port`; lmtp: `unix:/path`, `inet:host:port`); empty when the
+        /// transport decides by itself (local).
+        pub nexthop: String,
     }
 
     /// How one recipient's delivery ended.
@@ -371,7 +375,7 @@ pub mod delivery {
 
     impl super::Protocol for Request {
         const ID: u8 = 0x31;
-        const NAME: &'static str = "delivery request v1";
+        const NAME: &'static str = "delivery request v2";
     }
     impl super::Protocol for Reply {
         const ID: u8 = 0x32;

@@ -6,7 +6,9 @@
 //! - [`expand`](mod@expand): turning a local recipient into delivery targets by Postfix's
 //!   rules ([`expand()`]);
 //! - [`passwd_file`]: Dovecot's passwd-file format, read and written atomically;
-//! - [`userdb`]: "who is this local user": the system's passwd or a passwd-file.
+//! - [`userdb`]: "who is this local user": the system's passwd or a passwd-file;
+//! - [`table`]: Postfix-style `TYPE:/path` lookup tables (transport_maps,
+//!   smtp_sasl_password_maps), read from their text files, and transport(5) lookups.
 //!
 //! Files are parsed from text the caller read, so parsing never touches the file system and
 //! every error names the file and the line.
@@ -16,6 +18,7 @@ pub mod aliases;
 pub mod expand;
 pub mod local_table;
 pub mod passwd_file;
+pub mod table;
 pub mod userdb;
 
 pub use aliases::{Aliases, Dest};

@@ -7,10 +7,12 @@
 //!   builder crate because the structure is fixed and must be exact: the returned message
 //!   travels as `message/rfc822` which RFC 2046 §5.2.1 forbids to encode, and the builders
 //!   we tried choose transfer encodings themselves.
+//! - [`mime8`]: 8-bit MIME to quoted-printable, for a next hop without 8BITMIME.
 #![deny(missing_docs)]
 
 pub mod cleanup;
 pub mod dsn;
+pub mod mime8;
 
 /// One header field: lower-cased name and the byte range of the whole field (folded
 /// continuation lines and the final LF included) in the message.

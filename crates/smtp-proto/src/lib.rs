@@ -10,11 +10,14 @@
 //!   LF, and every bare LF / bare CR counted, so SMTP smuggling cannot cut a message.
 //! - [`BdatDecoder`]: RFC 3030 chunks (exact byte counts, no dot handling).
 //! - [`Reply`]: a reply with its RFC 3463 enhanced code, formatted single- or multi-line.
+//! - [`client`]: the other side, for the delivery agents: replies read from a server,
+//!   EHLO/LHLO extensions, the DATA encoding of a message, xtext.
 //!
 //! Every parser here is tested with its input cut into pieces of 1, 2, 3 … 512 bytes.
 #![deny(missing_docs)]
 
 pub mod address;
+pub mod client;
 mod command;
 mod data;
 mod line;

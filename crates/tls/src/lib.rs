@@ -1,6 +1,7 @@
-//! Server-side TLS for Petrel's daemons (smtpd now; imapd and pop3d later), on OpenSSL.
+//! TLS for Petrel on OpenSSL: the server side of its daemons (smtpd now; imapd and pop3d
+//! later) and the client side of its delivery agents.
 //!
-//! Four things, nothing more:
+//! On the server side, four things, nothing more:
 //!
 //! - [`ServerConfig::load`] reads a PEM certificate chain and private key and builds the
 //!   server context: Mozilla's "intermediate" profile (TLS 1.2 and 1.3 only, AEAD ciphers with
@@ -15,6 +16,10 @@
 //!   like a non-blocking socket and never blocks on its own.
 //! - [`Transport`] is "plain or TLS" for a client connection, with
 //!   [`Transport::into_tls`] for STARTTLS.
+//!
+//! And one for the other direction: [`ClientConfig`] / [`ClientTls`], the client side for
+//! the delivery agents (STARTTLS to another mail server over a blocking socket), with
+//! Postfix's security levels ([`ClientLevel`]) and trust words for the log.
 //!
 //! # Driving a connection from a mio loop
 //!
@@ -89,11 +94,13 @@
 
 #![deny(missing_docs)]
 
+pub mod client;
 mod config;
 mod conn;
 mod selfsigned;
 mod transport;
 
+pub use client::{ClientConfig, ClientLevel, ClientTls};
 pub use config::ServerConfig;
 pub use conn::TlsConn;
 pub use selfsigned::self_signed;
