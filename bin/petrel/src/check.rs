@@ -43,6 +43,42 @@ pub fn program_problems(cfg: &Config, svcs: &[Service], services_file: &Path) ->
     out
 }
 
+/// Problems with what qmgr and the SMTP client read at start (they would only show as
+/// crash-looping services): lookup tables that cannot be read or parsed, an unknown
+/// smtp_tls_security_level, a CA file that cannot be loaded.
+pub fn routing_problems(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut table = |param: &str| {
+        if let Err(e) = petrel_maps::table::Tables::open(&cfg.get_list(param)) {
+            out.push(format!("{param}: {e}"));
+        }
+    };
+    table("transport_maps");
+    if cfg.get_bool("smtp_sasl_auth_enable") {
+        table("smtp_sasl_password_maps");
+    }
+    let level = cfg.get("smtp_tls_security_level").to_ascii_lowercase();
+    let level = match level.trim() {
+        "" | "none" => None,
+        "may" => Some(petrel_tls::ClientLevel::May),
+        "encrypt" => Some(petrel_tls::ClientLevel::Encrypt),
+        "verify" | "secure" => Some(petrel_tls::ClientLevel::Verify),
+        other => {
+            out.push(format!(
+                "smtp_tls_security_level: unknown level {other:?} (none, may, encrypt or verify)"
+            ));
+            None
+        }
+    };
+    let ca = cfg.get("smtp_tls_CAfile");
+    if let (Some(l), false) = (level, ca.trim().is_empty()) {
+        if let Err(e) = petrel_tls::ClientConfig::new(l, Some(Path::new(ca.trim()))) {
+            out.push(format!("smtp_tls_CAfile: {e}"));
+        }
+    }
+    out
+}
+
 /// Problems with the TLS certificate and key of every smtpd service that uses TLS
 /// (petrel.conf, with each service's `-o` overrides applied): missing, unreadable, not PEM,
 /// or a key that does not match its certificate.
@@ -92,6 +128,7 @@ pub fn run(dir: &Path) -> Res {
     let svcs = services::load(&sfile).map_err(|e| Fail::Fatal(e.to_string()))?;
     let mut problems = program_problems(&cfg, &svcs, &sfile);
     problems.extend(tls_problems(&cfg, &svcs, &sfile));
+    problems.extend(routing_problems(&cfg));
     let q = PathBuf::from(cfg.get("queue_directory"));
     match spool_ids(&cfg) {
         Ok(ids) => problems.extend(petrel_queue::spool::check(&q, ids)),

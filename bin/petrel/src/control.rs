@@ -72,6 +72,7 @@ pub fn checked_config(dir: &Path) -> Res<Config> {
     // A certificate smtpd cannot load would only show as a crash-looping service.
     if let Some(first) = crate::check::tls_problems(&cfg, &svcs, &sfile)
         .into_iter()
+        .chain(crate::check::routing_problems(&cfg))
         .next()
     {
         return Err(Fail::Fatal(first));
