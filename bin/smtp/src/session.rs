@@ -797,3 +797,367 @@ fn io_text(e: &io::Error) -> String {
         _ => e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The conversation against a scripted server on 127.0.0.1: every reply the server
+    //! gives is listed in order, one per command line it reads (and one after each
+    //! message's final dot); what the client sent is returned for checking.
+
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::thread::JoinHandle;
+
+    fn settings(lmtp: bool) -> Settings {
+        let t = Duration::from_secs(5);
+        Settings {
+            lmtp,
+            helo_name: "client.test".into(),
+            connect_timeout: t,
+            helo_timeout: t,
+            mail_timeout: t,
+            rcpt_timeout: t,
+            data_init_timeout: t,
+            data_xfer_timeout: t,
+            data_done_timeout: t,
+            quit_timeout: t,
+            default_port: 25,
+            tls_level: None,
+            tls: None,
+            sasl: None,
+            cache_time: Duration::ZERO,
+        }
+    }
+
+    /// Serves one connection: greeting, then `replies` in order. Lines after DATA's 354
+    /// up to the dot are collected as one "DATA:" entry.
+    fn server(
+        greeting: &'static str,
+        replies: Vec<&'static str>,
+    ) -> (SocketAddr, JoinHandle<Vec<String>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let mut seen = Vec::new();
+            w.write_all(greeting.as_bytes()).unwrap();
+            let mut replies = replies.into_iter();
+            let mut in_data = false;
+            let mut data = String::new();
+            loop {
+                let mut line = String::new();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if in_data {
+                    if line == ".\r\n" {
+                        in_data = false;
+                        seen.push(format!("DATA:{data}"));
+                        data.clear();
+                    } else {
+                        data.push_str(&line);
+                        continue;
+                    }
+                } else {
+                    seen.push(line.trim_end().to_string());
+                }
+                let Some(reply) = replies.next() else { break };
+                if reply.is_empty() {
+                    break; // hang up
+                }
+                for part in reply.split('|') {
+                    w.write_all(part.as_bytes()).unwrap();
+                    w.write_all(b"\r\n").unwrap();
+                    if part.starts_with("354") {
+                        in_data = true;
+                    }
+                }
+            }
+            seen
+        });
+        (addr, h)
+    }
+
+    fn rcpt(a: &str) -> TxRcpt<'_> {
+        TxRcpt {
+            address: a,
+            notify: "",
+            orcpt: "",
+        }
+    }
+
+    fn msg(content: &[u8]) -> TxMessage<'_> {
+        TxMessage {
+            sender: "a@a.test",
+            content,
+            envid: "",
+            ret: "",
+            smtputf8: false,
+        }
+    }
+
+    const EHLO: &str = "250-b.test|250-PIPELINING|250-SIZE 100000|250-8BITMIME|250 DSN";
+
+    #[test]
+    fn pipelined_transaction_with_one_refused_recipient() {
+        let (addr, h) = server(
+            "220 b.test ESMTP\r\n",
+            vec![
+                EHLO,
+                "250 2.1.0 Ok",
+                "250 2.1.5 Ok",
+                "550 5.1.1 no such user",
+                "354 go",
+                "250 2.0.0 Ok: queued as X1",
+                "221 bye",
+            ],
+        );
+        let s = settings(false);
+        let mut sess = Session::open_tcp(&s, "b.test", addr, false, None, None).unwrap();
+        let m = TxMessage {
+            envid: "env+1",
+            ret: "hdrs",
+            ..msg("Subject: x\n\n.dot\nh\u{e9}llo\n".as_bytes())
+        };
+        let rs = [
+            TxRcpt {
+                notify: "SUCCESS,FAILURE",
+                orcpt: "rfc822;b@b.test",
+                ..rcpt("b@b.test")
+            },
+            rcpt("c@b.test"),
+        ];
+        let (res, usable) = sess.transaction(&s, &m, &rs).unwrap();
+        assert!(usable);
+        assert_eq!(
+            res[0],
+            RcptResult::Sent {
+                dsn: "2.0.0".into(),
+                text: "250 2.0.0 Ok: queued as X1".into()
+            }
+        );
+        match &res[1] {
+            RcptResult::Bounced { dsn, text } => {
+                assert_eq!(dsn, "5.1.1");
+                assert!(
+                    text.contains("said: 550 5.1.1 no such user (in reply to RCPT TO command)"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        sess.quit(&s);
+        let seen = h.join().unwrap();
+        assert_eq!(seen[0], "EHLO client.test");
+        assert!(
+            seen[1].starts_with("MAIL FROM:<a@a.test> SIZE="),
+            "{seen:?}"
+        );
+        assert!(
+            seen[1].ends_with(" BODY=8BITMIME RET=HDRS ENVID=env+2B1"),
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen[2],
+            "RCPT TO:<b@b.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@b.test"
+        );
+        assert_eq!(seen[4], "DATA");
+        assert_eq!(seen[5], "DATA:Subject: x\r\n\r\n..dot\r\nh\u{e9}llo\r\n");
+        assert_eq!(seen[6], "QUIT");
+    }
+
+    #[test]
+    fn eight_bit_body_is_converted_for_a_server_without_8bitmime() {
+        let (addr, h) = server(
+            "220 old.test\r\n",
+            vec![
+                "250-old.test|250 SIZE",
+                "250 ok",
+                "250 ok",
+                "354 go",
+                "250 ok",
+            ],
+        );
+        let s = settings(false);
+        let mut sess = Session::open_tcp(&s, "old.test", addr, false, None, None).unwrap();
+        let (res, _) = sess
+            .transaction(
+                &s,
+                &msg("Subject: x\n\nh\u{e9}llo\n".as_bytes()),
+                &[rcpt("b@old.test")],
+            )
+            .unwrap();
+        assert!(matches!(res[0], RcptResult::Sent { .. }));
+        drop(sess);
+        let seen = h.join().unwrap();
+        assert!(!seen[1].contains("BODY="), "{seen:?}");
+        let data = seen.iter().find(|l| l.starts_with("DATA:")).unwrap();
+        assert!(data.is_ascii(), "{data}");
+        assert!(
+            data.contains("Content-Transfer-Encoding: quoted-printable"),
+            "{data}"
+        );
+        assert!(data.contains("h=C3=A9llo"), "{data}");
+    }
+
+    #[test]
+    fn too_big_for_the_server_bounces_without_sending() {
+        let (addr, h) = server("220 b\r\n", vec!["250-b|250 SIZE 10", "221 bye"]);
+        let s = settings(false);
+        let mut sess = Session::open_tcp(&s, "b.test", addr, false, None, None).unwrap();
+        let (res, _) = sess
+            .transaction(
+                &s,
+                &msg(b"Subject: a long message\n\nbody\n"),
+                &[rcpt("b@b.test")],
+            )
+            .unwrap();
+        match &res[0] {
+            RcptResult::Bounced { dsn, text } => {
+                assert_eq!(dsn, "5.3.4");
+                assert!(text.contains("exceeds size limit 10"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        sess.quit(&s);
+        let seen = h.join().unwrap();
+        assert!(!seen.iter().any(|l| l.starts_with("MAIL")), "{seen:?}");
+    }
+
+    #[test]
+    fn lmtp_answers_per_recipient() {
+        let (addr, h) = server(
+            "220 dovecot LMTP ready\r\n",
+            vec![
+                "250-dovecot|250-PIPELINING|250 ENHANCEDSTATUSCODES",
+                "250 ok",
+                "250 ok",
+                "250 ok",
+                "550 5.1.1 unknown",
+                "354 go",
+                "250 2.0.0 <b> Saved|452 4.2.2 <c> Quota exceeded",
+            ],
+        );
+        let s = settings(true);
+        let mut sess = Session::open_tcp(&s, "lmtp.test", addr, true, None, None).unwrap();
+        let (res, _) = sess
+            .transaction(
+                &s,
+                &msg(b"Subject: x\n\nhi\n"),
+                &[rcpt("b@x"), rcpt("c@x"), rcpt("d@x")],
+            )
+            .unwrap();
+        assert!(
+            matches!(&res[0], RcptResult::Sent { text, .. } if text.contains("Saved")),
+            "{res:?}"
+        );
+        assert!(
+            matches!(&res[1], RcptResult::Deferred { dsn, .. } if dsn == "4.2.2"),
+            "{res:?}"
+        );
+        assert!(
+            matches!(&res[2], RcptResult::Bounced { dsn, .. } if dsn == "5.1.1"),
+            "{res:?}"
+        );
+        drop(sess);
+        let seen = h.join().unwrap();
+        assert_eq!(seen[0], "LHLO client.test");
+    }
+
+    #[test]
+    fn helo_fallback_and_no_pipelining() {
+        let (addr, h) = server(
+            "220 ancient\r\n",
+            vec![
+                "502 what?",
+                "250 hello",
+                "250 ok",
+                "550 no",
+                "550 no",
+                "250 reset",
+            ],
+        );
+        let s = settings(false);
+        let mut sess = Session::open_tcp(&s, "ancient.test", addr, false, None, None).unwrap();
+        let (res, usable) = sess
+            .transaction(&s, &msg(b"Subject: x\n\nhi\n"), &[rcpt("b@x"), rcpt("c@x")])
+            .unwrap();
+        assert!(usable);
+        assert!(
+            res.iter().all(|r| matches!(r, RcptResult::Bounced { .. })),
+            "{res:?}"
+        );
+        drop(sess);
+        let seen = h.join().unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                "EHLO client.test",
+                "HELO client.test",
+                "MAIL FROM:<a@a.test>",
+                "RCPT TO:<b@x>",
+                "RCPT TO:<c@x>",
+                "RSET"
+            ]
+        );
+    }
+
+    #[test]
+    fn tls_required_but_not_offered() {
+        let (addr, h) = server("220 b\r\n", vec![EHLO, "221 bye"]);
+        let s = settings(false);
+        match Session::open_tcp(&s, "b.test", addr, false, Some(ClientLevel::Encrypt), None) {
+            Err(Failure::Local { dsn, text }) => {
+                assert_eq!(dsn, "4.7.4");
+                assert!(
+                    text.contains("TLS is required, but was not offered"),
+                    "{text}"
+                );
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("must refuse a plain-text session"),
+        }
+        let seen = h.join().unwrap();
+        assert!(!seen.iter().any(|l| l.starts_with("MAIL")), "{seen:?}");
+    }
+
+    #[test]
+    fn lost_connection_after_the_dot_defers() {
+        let (addr, _h) = server("220 b\r\n", vec![EHLO, "250 ok", "250 ok", "354 go", ""]);
+        let s = settings(false);
+        let mut sess = Session::open_tcp(&s, "b.test", addr, false, None, None).unwrap();
+        let (res, usable) = sess
+            .transaction(&s, &msg(b"Subject: x\n\nhi\n"), &[rcpt("b@x")])
+            .unwrap();
+        assert!(!usable);
+        assert!(
+            matches!(&res[0], RcptResult::Deferred { text, .. } if text.contains("lost connection with b.test[127.0.0.1] while receiving the end of data reply")),
+            "{res:?}"
+        );
+    }
+
+    #[test]
+    fn greeting_refused_and_connect_refused() {
+        let (addr, _h) = server("554 go away\r\n", vec![]);
+        let s = settings(false);
+        match Session::open_tcp(&s, "b.test", addr, false, None, None) {
+            Err(Failure::Refused { reply, .. }) => assert_eq!(reply.code, 554),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("must fail"),
+        }
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        match Session::open_tcp(&s, "b.test", dead, false, None, None) {
+            Err(Failure::Lost { text }) => assert!(text.contains("Connection refused"), "{text}"),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("must fail"),
+        }
+    }
+}
