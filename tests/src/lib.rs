@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod dns;
+pub mod netns;
+pub mod peers;
+
 /// Where the Petrel programs are.
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("PETREL_BIN_DIR") {
@@ -88,6 +92,9 @@ pub struct Sandbox {
     /// Port base.
     pub base: u16,
     started: bool,
+    /// The network namespace its `petrel` commands (start, stop, queue …) run in, when
+    /// set ([`Sandbox::set_netns`]); None runs them here, as usual.
+    pub netns: Option<String>,
     /// Holds the port base for this test while the sandbox lives.
     _ports: std::fs::File,
 }
@@ -127,6 +134,7 @@ impl Sandbox {
             bin,
             base,
             started: false,
+            netns: None,
             _ports: ports,
         };
         (sb, stdout)
@@ -149,10 +157,19 @@ impl Sandbox {
         std::fs::write(p, text).unwrap();
     }
 
-    /// Runs `petrel -c ETC ARGS`.
+    /// Runs `petrel` commands (and so master and every service it starts) inside the
+    /// network namespace `name` (`ip netns exec NAME petrel …`), or here again for None.
+    pub fn set_netns(&mut self, name: Option<&str>) {
+        self.netns = name.map(str::to_string);
+    }
+
+    /// Runs `petrel -c ETC ARGS` (inside [`Sandbox::netns`] while that namespace exists).
     pub fn petrel(&self, args: &[&str]) -> Output {
-        Command::new(self.bin.join("petrel"))
-            .arg("-c")
+        let mut c = match &self.netns {
+            Some(ns) if netns::exists(ns) => netns::exec(ns, self.bin.join("petrel")),
+            _ => Command::new(self.bin.join("petrel")),
+        };
+        c.arg("-c")
             .arg(&self.etc)
             .args(args)
             .stdin(Stdio::null())
