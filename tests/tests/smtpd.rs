@@ -978,3 +978,31 @@ fn smtp_source_1000_messages_in_20_sessions_each_delivered_once() {
     assert_eq!(clients, 1000, "one queue id per message");
     sb.stop();
 }
+
+#[test]
+fn notify_success_gets_a_delivery_report() {
+    let mut sb = Sandbox::new("smtpd_notify_success");
+    sb.start_smtp();
+    let mut c = SmtpClient::ehlo(sb.smtp_port(), "dsn.example");
+    c.expect("MAIL FROM:<demo@localhost> ENVID=ok-1", "250 2.1.0 Ok");
+    c.expect(
+        "RCPT TO:<demo@localhost> NOTIFY=SUCCESS ORCPT=rfc822;Demo@Example.Org",
+        "250 2.1.5 Ok",
+    );
+    let r = c.send_mail_data("Subject: tell me when it is there\n\nbody\n");
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    c.expect("QUIT", "221 ");
+    let msgs = sb.wait_messages("demo", 2, Duration::from_secs(30));
+    let report = msgs
+        .iter()
+        .find(|m| header(m, "Subject").as_deref() == Some("Successful Mail Delivery Report"))
+        .unwrap_or_else(|| panic!("no success report: {msgs:?}"));
+    assert!(report.contains("Action: delivered\n"), "{report}");
+    assert!(report.contains("Original-Envelope-Id: ok-1\n"), "{report}");
+    assert!(
+        report.contains("Original-Recipient: rfc822; Demo@Example.Org\n"),
+        "{report}"
+    );
+    assert!(report.contains("text/rfc822-headers"), "{report}");
+    sb.stop();
+}

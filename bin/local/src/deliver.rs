@@ -64,6 +64,7 @@ impl Agent {
                             status: Status::Deferred,
                             dsn: "4.3.0".into(),
                             reason: reason.clone(),
+                            dsn_passed_on: false,
                         })
                         .collect(),
                 };
@@ -111,6 +112,7 @@ impl Agent {
                     status,
                     dsn: dsn.into(),
                     reason,
+                    dsn_passed_on: false,
                 };
             }
         };
@@ -192,12 +194,14 @@ impl Agent {
                 status: Status::Sent,
                 dsn: "2.0.0".into(),
                 reason: "delivered".into(),
+                dsn_passed_on: false,
             },
             Some((status, dsn, reason)) => Outcome {
                 index,
                 status,
                 dsn: dsn.into(),
                 reason,
+                dsn_passed_on: false,
             },
         }
     }

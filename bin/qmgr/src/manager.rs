@@ -263,6 +263,7 @@ impl Manager {
                     status: Status::Bounced,
                     dsn,
                     reason: text,
+                    dsn_passed_on: false,
                 });
                 continue;
             }
@@ -277,6 +278,7 @@ impl Manager {
                     status: Status::Deferred,
                     dsn: "4.3.0".into(),
                     reason: text,
+                    dsn_passed_on: false,
                 });
                 continue;
             }
@@ -658,6 +660,7 @@ impl Manager {
                     status: Status::Deferred,
                     dsn: "4.3.0".into(),
                     reason: reason.into(),
+                    dsn_passed_on: false,
                 }
             })
             .collect();
@@ -797,6 +800,7 @@ impl Manager {
         } else {
             done.extend(&failed_idx);
         }
+        self.success_notice(id, &msg);
         let mut delay_notice_sent = false;
         if !deferred.is_empty()
             && !null_sender
@@ -911,6 +915,59 @@ impl Manager {
 }
 
 impl Manager {
+    /// RFC 3461 NOTIFY=SUCCESS: one "delivered" (mailbox, LMTP) or "relayed" (an SMTP
+    /// server without DSN) notice for this round's delivered recipients that asked for
+    /// it, unless the next hop took the request over.
+    fn success_notice(&self, id: &str, msg: &Msg) {
+        if msg.env.sender.is_empty() {
+            return;
+        }
+        let recipients: Vec<dsn::Recipient> = msg
+            .outcomes
+            .iter()
+            .filter(|o| o.status == Status::Sent && !o.dsn_passed_on)
+            .filter_map(|o| {
+                let r = msg.env.recipients.get(o.index as usize)?;
+                let n = r.notify.to_ascii_uppercase();
+                if !n.contains("SUCCESS") || n.contains("NEVER") {
+                    return None;
+                }
+                let action = if self.router.route(&r.address).transport == "smtp" {
+                    dsn::Action::Relayed
+                } else {
+                    dsn::Action::Delivered
+                };
+                Some(dsn::Recipient {
+                    address: r.address.clone(),
+                    orcpt: r.orcpt.clone(),
+                    action,
+                    status: o.dsn.clone(),
+                    diagnostic: o.reason.clone(),
+                })
+            })
+            .collect();
+        if recipients.is_empty() {
+            return;
+        }
+        let original = file::read_content(&msg.file, &msg.env).unwrap_or_default();
+        let notice = bounce::Notice {
+            queue_id: id,
+            myhostname: &self.s.myhostname,
+            to: &msg.env.sender,
+            from: "",
+            arrival: msg.env.arrival,
+            envid: msg.env.attr("envid").unwrap_or(""),
+            headers_only: true,
+            original: &original,
+            recipients,
+        };
+        match bounce::send(&notice) {
+            Ok(new) => log::info!("{id}: sender delivery status notification: {new}"),
+            // Not retried: the mail itself was delivered, and only success is reported.
+            Err(e) => log::warn!("{id}: cannot send delivery status notification: {e}"),
+        }
+    }
+
     /// True for the envelope sender of notices to the postmaster (double_bounce_sender,
     /// bare or in one of our domains).
     fn is_double_bounce_sender(&self, sender: &str) -> bool {

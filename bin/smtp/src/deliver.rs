@@ -273,6 +273,7 @@ impl Agent {
                     status: e.status,
                     dsn: e.dsn.clone(),
                     reason: e.text.clone(),
+                    dsn_passed_on: false,
                 }
             })
             .collect();
@@ -295,6 +296,7 @@ impl Agent {
         let setup = (started.saturating_duration_since(received)).max(sess.setup_time);
         let total = waited + received.elapsed().as_secs_f64();
         let relay = sess.relay();
+        let passes_dsn = sess.ext.dsn && !sess.lmtp;
         let outcomes = req
             .recipients
             .iter()
@@ -320,6 +322,8 @@ impl Agent {
                     status,
                     dsn,
                     reason: text,
+                    // The server does DSN and got NOTIFY: it reports success itself.
+                    dsn_passed_on: status == Status::Sent && passes_dsn,
                 }
             })
             .collect();

@@ -364,6 +364,9 @@ pub mod delivery {
         pub dsn: String,
         /// Text for logs and DSNs.
         pub reason: String,
+        /// The next hop accepted the recipient together with its DSN request (the server
+        /// supports DSN and got NOTIFY): a success notice is its job now, not ours.
+        pub dsn_passed_on: bool,
     }
 
     /// agent → qmgr: one outcome per requested recipient.
@@ -379,7 +382,7 @@ pub mod delivery {
     }
     impl super::Protocol for Reply {
         const ID: u8 = 0x32;
-        const NAME: &'static str = "delivery reply v1";
+        const NAME: &'static str = "delivery reply v2";
     }
 }
 

@@ -14,6 +14,10 @@ pub enum Action {
     Failed,
     /// Delivery is delayed (a warning; delivery continues).
     Delayed,
+    /// Delivered to the mailbox (success notice, NOTIFY=SUCCESS).
+    Delivered,
+    /// Handed to a server that does not do DSN (success notice: no further reports).
+    Relayed,
 }
 
 impl Action {
@@ -21,6 +25,8 @@ impl Action {
         match self {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
         }
     }
 }
@@ -70,8 +76,14 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
     let date = petrel_queue::rfc2822_date(r.now);
     let boundary = format!("{}.{}/{}", r.queue_id, r.now, r.myhostname);
     let delayed = r.recipients.iter().all(|x| x.action == Action::Delayed);
+    let success = r
+        .recipients
+        .iter()
+        .all(|x| matches!(x.action, Action::Delivered | Action::Relayed));
     let subject = if delayed {
         "Delayed Mail (still being retried)"
+    } else if success {
+        "Successful Mail Delivery Report"
     } else {
         "Undelivered Mail Returned to Sender"
     };
@@ -90,6 +102,8 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
     ));
     if delayed {
         s.push_str("Your message could not be delivered yet. The mail system will keep\ntrying; you do not need to send it again.\n\n");
+    } else if success {
+        s.push_str("Your message was successfully delivered to the destination(s)\nlisted below. If the message was delivered to a mailbox you will\nreceive no further notifications. Otherwise you may still receive\nnotifications of mail delivery errors from other systems.\n\n");
     } else {
         s.push_str("I'm sorry to have to inform you that your message could not\nbe delivered to one or more recipients. It's attached below.\n\n");
     }
@@ -133,7 +147,11 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
     let (ctype, desc, body): (&str, &str, &[u8]) = if r.headers_only {
         (
             "text/rfc822-headers",
-            "Undelivered Message Headers",
+            if success {
+                "Message Headers"
+            } else {
+                "Undelivered Message Headers"
+            },
             &r.original[..block.header_end],
         )
     } else {
