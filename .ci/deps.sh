@@ -9,6 +9,8 @@ command -v swaks >/dev/null 2>&1 || need="$need swaks"
 command -v mandoc >/dev/null 2>&1 || need="$need mandoc"
 # doveadm checks that our password hashes interoperate with Dovecot's.
 command -v doveadm >/dev/null 2>&1 || need="$need dovecot-core"
+# The outbound delivery tests deliver over LMTP into a throwaway Dovecot.
+[ -x /usr/lib/dovecot/lmtp ] || need="$need dovecot-lmtpd"
 pkg-config --exists openssl 2>/dev/null || need="$need libssl-dev pkg-config"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

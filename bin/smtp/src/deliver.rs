@@ -49,7 +49,9 @@ fn secs(d: f64) -> String {
 }
 
 impl Agent {
-    pub fn handle(&self, req: &Request) -> Reply {
+    /// Delivers one request; `still_wanted` tells whether qmgr is still there to hear the
+    /// answer (see [`TxMessage::still_wanted`]).
+    pub fn handle(&self, req: &Request, still_wanted: &(dyn Fn() -> bool + Sync)) -> Reply {
         let received = Instant::now();
         let waited = (petrel_queue::now() - req.arrival).max(0.0);
         let (env, content) = match load(&req.path) {
@@ -82,6 +84,7 @@ impl Agent {
             envid: env.attr("envid").unwrap_or(""),
             ret: env.attr("ret").unwrap_or(""),
             smtputf8: env.attr("smtputf8").is_some(),
+            still_wanted,
         };
         let nexthop = if req.nexthop.is_empty() {
             req.recipients

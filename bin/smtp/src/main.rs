@@ -99,12 +99,30 @@ fn main() {
     }
 }
 
+/// False once qmgr has closed its end (qmgr sends nothing while a request is out, so any
+/// readable state means end of file or an error).
+fn peer_alive(conn: &UnixStream) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    match recv(
+        conn.as_raw_fd(),
+        &mut b,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(nix::errno::Errno::EAGAIN) => true,
+        Err(_) => false,
+    }
+}
+
 /// One qmgr connection: requests one at a time until qmgr hangs up.
 fn serve(agent: &deliver::Agent, mut conn: UnixStream) {
     loop {
         match petrel_ipc::read_frame::<Request>(&mut conn) {
             Ok(Some(Incoming::Msg(req))) => {
-                let reply = agent.handle(&req);
+                let reply = agent.handle(&req, &|| peer_alive(&conn));
                 if let Err(e) = petrel_ipc::write_frame(&mut conn, &reply) {
                     log::warn!("{}: reply to qmgr: {e}", req.queue_id);
                     return;

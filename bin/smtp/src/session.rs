@@ -136,6 +136,11 @@ pub struct TxMessage<'a> {
     pub envid: &'a str,
     pub ret: &'a str,
     pub smtputf8: bool,
+    /// Asked right before the message content is sent: false when qmgr, who asked for
+    /// this delivery, has gone away. Then the transaction is abandoned before the final
+    /// dot (the server discards it), because a restarted qmgr will send the message
+    /// again and would otherwise deliver it twice.
+    pub still_wanted: &'a (dyn Fn() -> bool + Sync),
 }
 
 /// A live conversation.
@@ -688,6 +693,19 @@ impl Session {
             let usable = self.rset(s);
             return Ok((results.into_iter().flatten().collect(), usable));
         }
+        if !(msg.still_wanted)() {
+            let text = "delivery abandoned before the end of data: qmgr went away".to_string();
+            let out = rcpts
+                .iter()
+                .map(|_| RcptResult::Deferred {
+                    dsn: "4.3.0".into(),
+                    text: text.clone(),
+                })
+                .collect();
+            // Closing without the final dot makes the server drop the message.
+            self.conn = Conn::Closed;
+            return Ok((out, false));
+        }
         if let Err(f) = self.send(&data, s.data_xfer_timeout, "message content") {
             return self.broken(f, results, rcpts.len(), rcpts.len());
         }
@@ -898,6 +916,7 @@ mod tests {
             envid: "",
             ret: "",
             smtputf8: false,
+            still_wanted: &|| true,
         }
     }
 
