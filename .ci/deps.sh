@@ -11,6 +11,9 @@ command -v mandoc >/dev/null 2>&1 || need="$need mandoc"
 command -v doveadm >/dev/null 2>&1 || need="$need dovecot-core"
 # The outbound delivery tests deliver over LMTP into a throwaway Dovecot.
 [ -x /usr/lib/dovecot/lmtp ] || need="$need dovecot-lmtpd"
+# Network-namespace tests (two hosts) and a certificate for an IP address (TLS verify).
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
 pkg-config --exists openssl 2>/dev/null || need="$need libssl-dev pkg-config"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
