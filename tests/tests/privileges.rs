@@ -75,6 +75,19 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
     std::fs::write(&users, text).unwrap();
 
     sb.start();
+    // A service that was just started may still be reading its configuration as root:
+    // look once every child has had time to drop what it drops.
+    sb.wait_for(
+        "every service past its privilege drop",
+        Duration::from_secs(10),
+        || {
+            let kids = sb.children();
+            kids.iter().any(|(_, n)| n == "smtp")
+                && kids.iter().all(|(pid, name)| {
+                    name == "local" || status_field(*pid, "NoNewPrivs") == "1" || name == "authd"
+                })
+        },
+    );
     let spool = std::fs::canonicalize(sb.dir.join("spool")).unwrap();
     for (pid, name) in sb.children() {
         let uid = status_field(pid, "Uid");
@@ -100,6 +113,14 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
                 );
                 assert_eq!(cap_eff, "0000000000000000", "smtpd has capabilities");
                 assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+            }
+            "smtp" => {
+                // The SMTP/LMTP client: mail_owner, no capabilities, not chrooted (it reads
+                // resolv.conf and CA files).
+                let want = owner.uid.to_string();
+                assert!(uid.split_whitespace().all(|u| u == want), "smtp: Uid {uid}");
+                assert_eq!(cap_eff, "0000000000000000", "smtp has capabilities");
+                assert_eq!(status_field(pid, "NoNewPrivs"), "1", "smtp");
             }
             "authd" => {
                 let want = auth_owner.uid.to_string();
