@@ -321,7 +321,7 @@ fn add_auth<'a>(auth: &mut Vec<String>, mechs: impl Iterator<Item = &'a str>) {
 
 /// The message content (as stored in the queue: LF or CRLF line ends, maybe no final
 /// newline) as DATA sends it: every line ending CRLF (bare LF → CRLF; a CR not followed
-/// by LF is kept as is), lines starting with '.' get another '.', a final CRLF added if
+/// by LF becomes a space), lines starting with '.' get another '.', a final CRLF added if
 /// missing, then ".\r\n". Empty content gives just ".\r\n".
 ///
 /// One allocation (sized for the usual case), one pass, copies in whole lines.
@@ -334,26 +334,30 @@ pub fn encode_data(content: &[u8]) -> Vec<u8> {
         if rest[0] == b'.' {
             out.push(b'.');
         }
-        match find_lf(rest) {
+        let (body, next) = match find_lf(rest) {
             Some(i) => {
                 let line = &rest[..i];
-                if line.last() == Some(&b'\r') {
-                    out.extend_from_slice(&rest[..=i]);
-                } else {
-                    out.extend_from_slice(line);
-                    out.extend_from_slice(b"\r\n");
-                }
-                rest = &rest[i + 1..];
+                (line.strip_suffix(b"\r").unwrap_or(line), &rest[i + 1..])
             }
-            None => {
-                out.extend_from_slice(rest);
-                out.extend_from_slice(b"\r\n");
-                rest = &[];
-            }
-        }
+            None => (rest, &[][..]),
+        };
+        push_line_body(&mut out, body);
+        out.extend_from_slice(b"\r\n");
+        rest = next;
     }
     out.extend_from_slice(b".\r\n");
     out
+}
+
+/// A line's bytes without its end; a stray CR (one not ending the line) becomes a space,
+/// as Postfix's cleanup_replace_stray_cr_lf does: a receiver that takes a bare CR for a
+/// line end must never see a line that is just "." (SMTP smuggling).
+fn push_line_body(out: &mut Vec<u8>, body: &[u8]) {
+    if body.contains(&b'\r') {
+        out.extend(body.iter().map(|&b| if b == b'\r' { b' ' } else { b }));
+    } else {
+        out.extend_from_slice(body);
+    }
 }
 
 /// Position of the first LF in `s`, eight bytes at a time.
@@ -721,9 +725,14 @@ mod tests {
             "CRLF kept, dots stuffed"
         );
         assert_eq!(enc("a\r\nb\nc"), "a\r\nb\r\nc\r\n.\r\n");
-        assert_eq!(enc("a\rb\n"), "a\rb\r\n.\r\n", "bare CR kept");
-        assert_eq!(enc("a\r"), "a\r\r\n.\r\n");
-        assert_eq!(enc("a\r\r\n"), "a\r\r\n.\r\n");
+        assert_eq!(enc("a\rb\n"), "a b\r\n.\r\n", "a stray CR becomes a space");
+        assert_eq!(
+            enc("x\r.\r\ny\n"),
+            "x .\r\ny\r\n.\r\n",
+            "no line of a lone dot for receivers that end lines at a bare CR"
+        );
+        assert_eq!(enc("a\r"), "a \r\n.\r\n");
+        assert_eq!(enc("a\r\r\n"), "a \r\n.\r\n");
         let long = "x".repeat(37) + "\n" + &".".repeat(20) + "\nend";
         assert_eq!(
             enc(&long),
@@ -784,9 +793,18 @@ mod tests {
     }
 
     /// Bare LF → CRLF, a final CRLF when missing (the property's expectation).
+    /// CRLF line ends; a CR that does not end a line becomes a space.
     fn normalise(input: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for (i, &b) in input.iter().enumerate() {
+            if b == b'\r' {
+                out.push(if input.get(i + 1) == Some(&b'\n') {
+                    b
+                } else {
+                    b' '
+                });
+                continue;
+            }
             if b == b'\n' && (i == 0 || input[i - 1] != b'\r') {
                 out.push(b'\r');
             }
@@ -861,7 +879,10 @@ mod tests {
             // CRLF → LF on the way in: the content with LF line ends and a final LF.
             let mut want = Vec::new();
             for (i, &b) in input.iter().enumerate() {
-                if b == b'\r' && input.get(i + 1) == Some(&b'\n') {
+                if b == b'\r' {
+                    if input.get(i + 1) != Some(&b'\n') {
+                        want.push(b' ');
+                    }
                     continue;
                 }
                 want.push(b);
