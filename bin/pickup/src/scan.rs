@@ -1,7 +1,10 @@
 //! One pass over `maildrop/`: every complete file is handed to cleanup, oldest first.
 //!
 //! ```text
-//! pickup → cleanup   Request::Maildrop { name }        (one at a time on one connection)
+//! pickup → cleanup   Request::Maildrop { name }        (one at a time per connection; up
+//!                                                      to PARALLEL connections, so that
+//!                                                      cleanup's group commit can batch
+//!                                                      the fsyncs of a backlog)
 //! cleanup → pickup   Reply::Queued { id }              cleanup wrote the queue file and
 //!                                                      removed maildrop/NAME
 //!                    Reply::Failed { temporary, .. }   temporary: the file stays, retried
@@ -20,6 +23,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use petrel_ipc::cleanup::{Reply, Request};
@@ -32,6 +36,9 @@ const COMPLETE_BITS: u32 = 0o044;
 pub const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Time limit for every read and write on the cleanup connection.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many files are handed to cleanup at once (each on its own connection, by its own
+/// thread), when there are that many waiting.
+const PARALLEL: usize = 8;
 
 /// What one scan did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -50,7 +57,8 @@ pub struct Report {
 pub struct Pickup {
     root: PathBuf,
     cleanup: String,
-    conn: Option<UnixStream>,
+    /// Connections to cleanup, kept between scans; the first serves single files.
+    conns: Vec<Option<UnixStream>>,
 }
 
 impl Pickup {
@@ -64,13 +72,13 @@ impl Pickup {
         Pickup {
             root: root.to_path_buf(),
             cleanup,
-            conn: None,
+            conns: (0..PARALLEL).map(|_| None).collect(),
         }
     }
 
     /// Closes the cleanup connection (when idle; the next scan reconnects).
     pub fn disconnect(&mut self) {
-        self.conn = None;
+        self.conns.iter_mut().for_each(|c| *c = None);
     }
 
     fn maildrop(&self, name: &OsStr) -> PathBuf {
@@ -89,13 +97,61 @@ impl Pickup {
             }
         };
         names.sort();
-        for name in names {
-            self.one(&name, &mut report);
+        let workers = names.len().clamp(1, PARALLEL);
+        if workers == 1 {
+            let mut conn = self.conns[0].take();
+            for name in &names {
+                self.one(&mut conn, name, &mut report);
+            }
+            self.conns[0] = conn;
+            return report;
+        }
+        // A backlog: several files in flight, oldest first, each worker on its own
+        // connection; a worker that finds cleanup down stops all of them.
+        let next = AtomicUsize::new(0);
+        let down = AtomicBool::new(false);
+        let mut conns = std::mem::take(&mut self.conns);
+        let this = &*self;
+        let reports: Vec<Report> = std::thread::scope(|sc| {
+            let handles: Vec<_> = conns
+                .iter_mut()
+                .take(workers)
+                .map(|conn| {
+                    let (next, down, names) = (&next, &down, &names);
+                    sc.spawn(move || {
+                        let mut r = Report::default();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(name) = names.get(i) else { break };
+                            if down.load(Ordering::Relaxed) {
+                                r.cleanup_down = true;
+                                break;
+                            }
+                            this.one(conn, name, &mut r);
+                            if r.cleanup_down {
+                                down.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        r
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        self.conns = conns;
+        for r in reports {
+            report.queued += r.queued;
+            report.deferred += r.deferred;
+            report.corrupt += r.corrupt;
+            report.cleanup_down |= r.cleanup_down;
         }
         report
     }
 
-    fn one(&mut self, os_name: &OsStr, report: &mut Report) {
+    fn one(&self, conn: &mut Option<UnixStream>, os_name: &OsStr, report: &mut Report) {
         let path = self.maildrop(os_name);
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
@@ -130,7 +186,7 @@ impl Pickup {
         if report.cleanup_down {
             return;
         }
-        match self.submit(name) {
+        match self.submit(conn, name) {
             Ok(None) => {}
             Ok(Some(Reply::Queued { .. })) => report.queued += 1,
             Ok(Some(Reply::Failed {
@@ -161,20 +217,18 @@ impl Pickup {
     /// Hands one file to cleanup. `Ok(None)`: the file went away meanwhile (taken by a
     /// request whose reply was lost). A connection that fails is replaced once, so a
     /// connection cleanup closed while idle costs nothing.
-    fn submit(&mut self, name: &str) -> io::Result<Option<Reply>> {
+    fn submit(&self, slot: &mut Option<UnixStream>, name: &str) -> io::Result<Option<Reply>> {
         let mut last = None;
         for _ in 0..2 {
-            let fresh = self.conn.is_none();
-            let conn = match self.conn.as_mut() {
+            let fresh = slot.is_none();
+            let conn = match slot.as_mut() {
                 Some(c) => c,
-                None => self
-                    .conn
-                    .insert(petrel_daemon::connect(&self.cleanup, CLEANUP_TIMEOUT)?),
+                None => slot.insert(petrel_daemon::connect(&self.cleanup, CLEANUP_TIMEOUT)?),
             };
             match exchange(conn, name) {
                 Ok(r) => return Ok(Some(r)),
                 Err(e) => {
-                    self.conn = None;
+                    *slot = None;
                     if !self.maildrop(OsStr::new(name)).exists() {
                         return Ok(None);
                     }
@@ -266,13 +320,15 @@ mod tests {
         requests: Arc<Mutex<Vec<String>>>,
     }
 
-    /// A cleanup stand-in: answers each request with `answer(root, name)`; with
-    /// `one_per_connection`, it closes every connection after one reply.
+    /// A cleanup stand-in serving each connection on its own thread, as cleanup's event
+    /// loop serves them side by side: answers each request with `answer(root, name)`;
+    /// with `one_per_connection`, it closes every connection after one reply.
     fn fake_cleanup(
         root: &Path,
         one_per_connection: bool,
-        answer: impl Fn(&Path, &str) -> Reply + Send + 'static,
+        answer: impl Fn(&Path, &str) -> Reply + Send + Sync + 'static,
     ) -> Seen {
+        let answer = Arc::new(answer);
         let listener = UnixListener::bind(root.join("private/cleanup")).unwrap();
         let seen = Seen::default();
         let s = seen.clone();
@@ -281,16 +337,19 @@ mod tests {
             for conn in listener.incoming() {
                 let mut conn = conn.unwrap();
                 s.connections.fetch_add(1, Ordering::SeqCst);
-                while let Ok(Some(Incoming::Msg(Request::Maildrop { name }))) =
-                    petrel_ipc::read_frame::<Request>(&mut conn)
-                {
-                    s.requests.lock().unwrap().push(name.clone());
-                    let reply = answer(&root, &name);
-                    petrel_ipc::write_frame(&mut conn, &reply).unwrap();
-                    if one_per_connection {
-                        break;
+                let (s, root, answer) = (s.clone(), root.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    while let Ok(Some(Incoming::Msg(Request::Maildrop { name }))) =
+                        petrel_ipc::read_frame::<Request>(&mut conn)
+                    {
+                        s.requests.lock().unwrap().push(name.clone());
+                        let reply = answer(&root, &name);
+                        petrel_ipc::write_frame(&mut conn, &reply).unwrap();
+                        if one_per_connection {
+                            break;
+                        }
                     }
-                }
+                });
             }
         });
         seen
@@ -310,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn complete_files_go_to_cleanup_in_order_on_one_connection() {
+    fn complete_files_go_to_cleanup_and_connections_are_kept() {
         let d = spool();
         let ids = ids(3);
         for id in ids.iter().rev() {
@@ -328,16 +387,20 @@ mod tests {
                 ..Default::default()
             }
         );
-        assert_eq!(*seen.requests.lock().unwrap(), ids);
-        assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+        // Handed out oldest first, several at a time (one connection each).
+        let mut got = seen.requests.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, ids);
+        let opened = seen.connections.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&opened), "{opened} connections");
         assert!(
             d.path().join("maildrop").join(&young).exists(),
             "incomplete, young: left alone"
         );
-        // Still one connection on the next scan.
+        // The next scan reuses a connection.
         drop_file(d.path(), &QueueId::new().to_string(), 0o644);
         assert_eq!(p.scan().queued, 1);
-        assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), opened);
     }
 
     #[test]
