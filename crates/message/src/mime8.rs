@@ -952,8 +952,7 @@ mod tests {
         let out = downgrade(&m);
         let took = t.elapsed();
         assert!(!has_8bit(&out));
-        // Generous: this also runs unoptimised.
-        assert!(took.as_secs() < 10, "{took:?}");
+        // Speed is measured by the benches, not asserted here.
         eprintln!("10 MiB downgraded in {took:?}");
     }
 

@@ -766,7 +766,7 @@ mod tests {
     }
 
     #[test]
-    fn data_encoding_is_fast() {
+    fn data_encoding_of_a_large_message() {
         let line = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod\n";
         let mut content = Vec::new();
         while content.len() < 10 << 20 {
@@ -777,9 +777,8 @@ mod tests {
         let out = encode_data(&content);
         let took = start.elapsed();
         assert!(out.len() > content.len());
+        // Speed is measured by the benches, not asserted here.
         eprintln!("encode_data: {} bytes in {took:?}", content.len());
-        // Generous for debug builds; release is a few milliseconds.
-        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
     }
 
     #[test]
