@@ -81,6 +81,8 @@ impl Lexer<'_> {
                 _ => break,
             }
         }
+        // A backslash as the last byte of a comment steps one past the end.
+        self.i = self.i.min(self.s.len());
     }
 
     fn token(&mut self) -> Vec<u8> {
@@ -123,7 +125,8 @@ impl Lexer<'_> {
             }
             self.i += 1;
         }
-        self.i += 1;
+        // The closing quote, if there is one.
+        self.i = (self.i + 1).min(self.s.len());
         v
     }
 
@@ -133,10 +136,13 @@ impl Lexer<'_> {
         while self.i < self.s.len() {
             // Skip to the next ';' (junk between parameters is ignored).
             while self.i < self.s.len() && !self.eat(b';') {
-                if self.s[self.i] == b'"' {
-                    self.value();
-                } else {
-                    self.i += 1;
+                // eat() skips white space and comments, possibly to the end.
+                match self.s.get(self.i) {
+                    Some(b'"') => {
+                        self.value();
+                    }
+                    Some(_) => self.i += 1,
+                    None => break,
                 }
             }
             let name = self.token();
