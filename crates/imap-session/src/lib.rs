@@ -1,0 +1,10 @@
+//! The authenticated part of an IMAP session, without sockets: a [`session::Session`]
+//! owns one user's [`petrel_mailstore::Store`], takes parsed commands
+//! ([`petrel_imap_proto::Command`]) and gives back the response bytes; [`search`]
+//! evaluates SEARCH keys over a folder. The login process, TLS and the event loop live in
+//! the imapd program.
+
+#![deny(missing_docs)]
+
+pub mod search;
+pub mod session;

@@ -1,0 +1,457 @@
+//! FETCH and STORE (and their UID forms).
+
+use std::io::{self, Write as _};
+
+use petrel_imap_mime as mime;
+use petrel_imap_proto::{
+    astring, format_internal_date, FetchItem, Flag, Section, SectionText, SequenceSet, StoreMode,
+};
+use petrel_mailstore::{FlagSet, MessageInfo};
+
+use super::{apply_store, flag_list, io_error, resync, uid_set, Reply, Selected, Session};
+
+/// Cache kind of the ENVELOPE blob.
+const CACHE_ENVELOPE: u8 = 1;
+/// Cache kind of the BODYSTRUCTURE blob.
+const CACHE_BODYSTRUCTURE: u8 = 2;
+
+/// The `section` of a `BODY[section]` response item, as RFC 3501 writes it.
+pub(crate) fn section_spec(s: &Section) -> Vec<u8> {
+    let mut out = Vec::new();
+    let parts: Vec<String> = s.part.iter().map(u32::to_string).collect();
+    out.extend_from_slice(parts.join(".").as_bytes());
+    if let Some(t) = &s.text {
+        if !s.part.is_empty() {
+            out.push(b'.');
+        }
+        let names = |out: &mut Vec<u8>, kw: &str, v: &[String]| {
+            out.extend_from_slice(kw.as_bytes());
+            out.extend_from_slice(b" (");
+            for (i, n) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                out.extend_from_slice(&astring(n.as_bytes()));
+            }
+            out.push(b')');
+        };
+        match t {
+            SectionText::Header => out.extend_from_slice(b"HEADER"),
+            SectionText::HeaderFields(v) => names(&mut out, "HEADER.FIELDS", v),
+            SectionText::HeaderFieldsNot(v) => names(&mut out, "HEADER.FIELDS.NOT", v),
+            SectionText::Text => out.extend_from_slice(b"TEXT"),
+            SectionText::Mime => out.extend_from_slice(b"MIME"),
+        }
+    }
+    out
+}
+
+/// The MIME crate's form of a section text.
+fn mime_text(t: &SectionText) -> mime::SectionText {
+    match t {
+        SectionText::Header => mime::SectionText::Header,
+        SectionText::HeaderFields(v) => mime::SectionText::HeaderFields(v.clone()),
+        SectionText::HeaderFieldsNot(v) => mime::SectionText::HeaderFieldsNot(v.clone()),
+        SectionText::Text => mime::SectionText::Text,
+        SectionText::Mime => mime::SectionText::Mime,
+    }
+}
+
+/// `<offset.length>` applied to `data`.
+pub(crate) fn partial(data: &[u8], p: Option<(u32, u32)>) -> &[u8] {
+    match p {
+        None => data,
+        Some((off, len)) => {
+            let start = (off as usize).min(data.len());
+            let end = start.saturating_add(len as usize).min(data.len());
+            &data[start..end]
+        }
+    }
+}
+
+/// A literal `{n}\r\n...`.
+fn literal(out: &mut Vec<u8>, data: &[u8]) {
+    let _ = write!(out, "{{{}}}\r\n", data.len());
+    out.extend_from_slice(data);
+}
+
+/// Reads a message (CRLF form). A file renamed by another session is found again after a
+/// re-sync (its updates go to `extra`); `None` when it is gone.
+fn load(
+    sel: &mut Selected,
+    uid: u32,
+    condstore: bool,
+    extra: &mut Vec<u8>,
+) -> io::Result<Option<Vec<u8>>> {
+    for attempt in 0..2 {
+        let Some(path) = sel.folder.path(uid) else {
+            return Ok(None);
+        };
+        match std::fs::read(&path) {
+            Ok(raw) => return Ok(Some(mime::to_crlf(&raw).into_owned())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
+                resync(sel, condstore, false, extra)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Sets flags, re-syncing once when another session renamed the file meanwhile. `false`
+/// when the message is gone.
+fn set_flags(
+    sel: &mut Selected,
+    uid: u32,
+    flags: &FlagSet,
+    condstore: bool,
+    extra: &mut Vec<u8>,
+) -> io::Result<bool> {
+    for attempt in 0..2 {
+        if sel.folder.get(uid).is_none() {
+            return Ok(false);
+        }
+        match sel.folder.set_flags(uid, flags) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
+                resync(sel, condstore, false, extra)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+impl Session {
+    pub(super) fn fetch(
+        &mut self,
+        uid_cmd: bool,
+        set: &SequenceSet,
+        items: &[FetchItem],
+        changed_since: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Reply> {
+        if changed_since.is_some() || items.contains(&FetchItem::ModSeq) {
+            self.condstore = true;
+        }
+        let condstore = self.condstore;
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(Reply::Bad("No mailbox selected".into()));
+        };
+        let targets = match sel.targets(set, uid_cmd) {
+            Ok(t) => t,
+            Err(e) => return Ok(Reply::Bad(e)),
+        };
+        let sets_seen = !sel.read_only
+            && items.iter().any(|i| {
+                matches!(
+                    i,
+                    FetchItem::Rfc822
+                        | FetchItem::Rfc822Text
+                        | FetchItem::BodySection { peek: false, .. }
+                )
+            });
+        // UID FETCH puts UID first unless it was asked for (then it goes where asked).
+        let uid_first = uid_cmd && !items.contains(&FetchItem::Uid);
+        let want_flags = items.contains(&FetchItem::Flags);
+        let want_modseq = items.contains(&FetchItem::ModSeq);
+        let mut extra = Vec::new();
+        let mut gone = false;
+        for (seq, uid) in targets {
+            let Some(info) = sel.folder.get(uid).cloned() else {
+                gone = true;
+                continue;
+            };
+            if changed_since.is_some_and(|cs| info.modseq <= cs) {
+                continue;
+            }
+            let mut info: MessageInfo = info;
+            let mut seen_now = false;
+            if sets_seen && !info.flags.seen {
+                let mut f = info.flags.clone();
+                f.seen = true;
+                match set_flags(sel, uid, &f, condstore, &mut extra) {
+                    Ok(true) => seen_now = true,
+                    Ok(false) => {}
+                    Err(e) => return Ok(io_error(&e)),
+                }
+                match sel.folder.get(uid) {
+                    Some(i) => info = i.clone(),
+                    None => {
+                        gone = true;
+                        continue;
+                    }
+                }
+            }
+            let mut data: Option<Vec<u8>> = None;
+            let mut resp: Vec<u8> = Vec::with_capacity(128);
+            let mut missing = false;
+            let _ = write!(resp, "* {seq} FETCH (");
+            let mut first = true;
+            let mut sep = |resp: &mut Vec<u8>| {
+                if !first {
+                    resp.push(b' ');
+                }
+                first = false;
+            };
+            if uid_first {
+                sep(&mut resp);
+                let _ = write!(resp, "UID {uid}");
+            }
+            for item in items {
+                // Loads the message once, when an item needs it.
+                macro_rules! msg {
+                    () => {{
+                        if data.is_none() {
+                            data = load(sel, uid, condstore, &mut extra)?;
+                        }
+                        match data.as_deref() {
+                            Some(d) => d,
+                            None => {
+                                missing = true;
+                                break;
+                            }
+                        }
+                    }};
+                }
+                match item {
+                    FetchItem::Uid => {
+                        sep(&mut resp);
+                        let _ = write!(resp, "UID {uid}");
+                    }
+                    FetchItem::Flags => {
+                        sep(&mut resp);
+                        let _ = write!(resp, "FLAGS {}", flag_list(&info.flags, info.recent));
+                    }
+                    FetchItem::InternalDate => {
+                        sep(&mut resp);
+                        let _ = write!(
+                            resp,
+                            "INTERNALDATE \"{}\"",
+                            format_internal_date(info.internaldate, 0)
+                        );
+                    }
+                    FetchItem::Rfc822Size => {
+                        let size = match sel.folder.rfc822_size(uid) {
+                            Ok(s) => s,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => msg!().len() as u64,
+                            Err(e) => return Err(e),
+                        };
+                        sep(&mut resp);
+                        let _ = write!(resp, "RFC822.SIZE {size}");
+                    }
+                    FetchItem::ModSeq => {
+                        sep(&mut resp);
+                        let _ = write!(resp, "MODSEQ ({})", info.modseq);
+                    }
+                    FetchItem::Envelope | FetchItem::BodyStructure => {
+                        let (kind, label) = if *item == FetchItem::Envelope {
+                            (CACHE_ENVELOPE, "ENVELOPE ")
+                        } else {
+                            (CACHE_BODYSTRUCTURE, "BODYSTRUCTURE ")
+                        };
+                        let blob = match sel.folder.cache(uid, kind) {
+                            Some(b) => b.to_vec(),
+                            None => {
+                                let d = msg!();
+                                let b = if kind == CACHE_ENVELOPE {
+                                    mime::envelope(d)
+                                } else {
+                                    mime::body_structure(d, true)
+                                };
+                                sel.folder.set_cache(uid, kind, &b)?;
+                                b
+                            }
+                        };
+                        sep(&mut resp);
+                        resp.extend_from_slice(label.as_bytes());
+                        resp.extend_from_slice(&blob);
+                    }
+                    FetchItem::Body => {
+                        let b = mime::body_structure(msg!(), false);
+                        sep(&mut resp);
+                        resp.extend_from_slice(b"BODY ");
+                        resp.extend_from_slice(&b);
+                    }
+                    FetchItem::Rfc822 => {
+                        let d = msg!();
+                        sep(&mut resp);
+                        resp.extend_from_slice(b"RFC822 ");
+                        literal(&mut resp, d);
+                    }
+                    FetchItem::Rfc822Header => {
+                        let h = mime::section(msg!(), &[], Some(&mime::SectionText::Header));
+                        sep(&mut resp);
+                        resp.extend_from_slice(b"RFC822.HEADER ");
+                        literal(&mut resp, &h);
+                    }
+                    FetchItem::Rfc822Text => {
+                        let t = mime::section(msg!(), &[], Some(&mime::SectionText::Text));
+                        sep(&mut resp);
+                        resp.extend_from_slice(b"RFC822.TEXT ");
+                        literal(&mut resp, &t);
+                    }
+                    FetchItem::BodySection {
+                        section,
+                        partial: p,
+                        ..
+                    } => {
+                        let d = msg!();
+                        let text = section.text.as_ref().map(mime_text);
+                        let content = if section.part.is_empty() && text.is_none() {
+                            partial(d, *p).to_vec()
+                        } else {
+                            let c = mime::section(d, &section.part, text.as_ref());
+                            partial(&c, *p).to_vec()
+                        };
+                        sep(&mut resp);
+                        resp.extend_from_slice(b"BODY[");
+                        resp.extend_from_slice(&section_spec(section));
+                        resp.push(b']');
+                        if let Some((off, _)) = p {
+                            let _ = write!(resp, "<{off}>");
+                        }
+                        resp.push(b' ');
+                        literal(&mut resp, &content);
+                    }
+                }
+            }
+            if missing {
+                gone = true;
+                continue;
+            }
+            if seen_now && !want_flags {
+                sep(&mut resp);
+                let _ = write!(resp, "FLAGS {}", flag_list(&info.flags, info.recent));
+            }
+            if !want_modseq && (changed_since.is_some() || (seen_now && condstore)) {
+                sep(&mut resp);
+                let _ = write!(resp, "MODSEQ ({})", info.modseq);
+            }
+            resp.extend_from_slice(b")\r\n");
+            out.extend_from_slice(&resp);
+        }
+        out.extend_from_slice(&extra);
+        Ok(if gone {
+            Reply::Ok("Fetch completed; some messages were expunged meanwhile.".into())
+        } else {
+            Reply::Ok("Fetch completed.".into())
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store(
+        &mut self,
+        uid_cmd: bool,
+        set: &SequenceSet,
+        mode: StoreMode,
+        silent: bool,
+        flags: &[Flag],
+        unchanged_since: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Reply> {
+        if unchanged_since.is_some() {
+            self.condstore = true;
+        }
+        let condstore = self.condstore;
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(Reply::Bad("No mailbox selected".into()));
+        };
+        if sel.read_only {
+            return Ok(Reply::No("[READ-ONLY] Mailbox is read-only".into()));
+        }
+        let targets = match sel.targets(set, uid_cmd) {
+            Ok(t) => t,
+            Err(e) => return Ok(Reply::Bad(e)),
+        };
+        let req = FlagSet::from_imap(flags.iter().map(Flag::as_str));
+        let mut modified = Vec::new();
+        let mut extra = Vec::new();
+        let mut gone = false;
+        for (seq, uid) in targets {
+            let Some(info) = sel.folder.get(uid) else {
+                gone = true;
+                continue;
+            };
+            if unchanged_since.is_some_and(|u| info.modseq > u) {
+                modified.push(if uid_cmd { uid } else { seq });
+                continue;
+            }
+            let new = apply_store(mode, &info.flags, &req);
+            match set_flags(sel, uid, &new, condstore, &mut extra) {
+                Ok(true) => {}
+                Ok(false) => {
+                    gone = true;
+                    continue;
+                }
+                Err(e) => return Ok(io_error(&e)),
+            }
+            let Some(m) = sel.folder.get(uid) else {
+                continue;
+            };
+            if silent && !condstore {
+                continue;
+            }
+            let _ = write!(out, "* {seq} FETCH (");
+            if uid_cmd {
+                let _ = write!(out, "UID {uid} ");
+            }
+            if condstore {
+                let _ = write!(out, "MODSEQ ({})", m.modseq);
+                if !silent {
+                    out.push(b' ');
+                }
+            }
+            if !silent {
+                let _ = write!(out, "FLAGS {}", flag_list(&m.flags, m.recent));
+            }
+            out.extend_from_slice(b")\r\n");
+        }
+        out.extend_from_slice(&extra);
+        if !modified.is_empty() {
+            modified.sort_unstable();
+            return Ok(Reply::Ok(format!(
+                "[MODIFIED {}] Conditional STORE failed",
+                uid_set(&modified)
+            )));
+        }
+        Ok(if gone {
+            Reply::No("Some of the messages no longer exist.".into())
+        } else {
+            Reply::Ok("Store completed.".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_specs() {
+        let s = Section {
+            part: vec![1, 2],
+            text: Some(SectionText::HeaderFields(vec!["From".into(), "a b".into()])),
+        };
+        assert_eq!(
+            section_spec(&s),
+            b"1.2.HEADER.FIELDS (From \"a b\")".to_vec()
+        );
+        assert_eq!(section_spec(&Section::default()), b"".to_vec());
+        let t = Section {
+            part: vec![],
+            text: Some(SectionText::Text),
+        };
+        assert_eq!(section_spec(&t), b"TEXT".to_vec());
+    }
+
+    #[test]
+    fn partials() {
+        assert_eq!(partial(b"hello", Some((1, 3))), b"ell");
+        assert_eq!(partial(b"hello", Some((3, 10))), b"lo");
+        assert_eq!(partial(b"hello", Some((9, 1))), b"");
+        assert_eq!(partial(b"hello", None), b"hello");
+    }
+}
