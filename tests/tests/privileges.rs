@@ -122,6 +122,17 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
                 assert_eq!(cap_eff, "0000000000000000", "smtp has capabilities");
                 assert_eq!(status_field(pid, "NoNewPrivs"), "1", "smtp");
             }
+            "imapd" => {
+                // Network-facing: mail_owner, never root, no capabilities. (Sessions run in
+                // this process too for now: the per-user privilege split is still to come.)
+                let want = owner.uid.to_string();
+                assert!(
+                    uid.split_whitespace().all(|u| u == want),
+                    "imapd: Uid {uid}"
+                );
+                assert_eq!(cap_eff, "0000000000000000", "imapd has capabilities");
+                assert_eq!(status_field(pid, "NoNewPrivs"), "1", "imapd");
+            }
             "authd" => {
                 let want = auth_owner.uid.to_string();
                 assert!(

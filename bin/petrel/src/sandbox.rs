@@ -188,14 +188,11 @@ local              unix  -       n      n      -      4       local
         ports.push(("SMTPS", base + 465));
     }
     if has("imapd") {
-        s.push_str("\n# IMAP\n");
+        s.push_str("\n# IMAP (STARTTLS; LOGIN only after it) and IMAPS (implicit TLS)\n");
         line(&mut s, base + 143, "imapd");
         ports.push(("IMAP", base + 143));
-        let _ = writeln!(
-            s,
-            "# IMAPS on {} needs TLS, which this build does not have yet.",
-            base + 993
-        );
+        line(&mut s, base + 993, "imapd -o imapd_tls_wrappermode=yes");
+        ports.push(("IMAPS", base + 993));
     }
     if has("pop3d") {
         s.push_str("\n# POP3\n");

@@ -245,6 +245,12 @@ pub const PARAMS: &[ParamDef] = &[
         "50",
         "most Received headers before a message is bounced as a loop",
     ),
+    p("imapd_timeout", T, "30m", "idle time after which imapd says BYE Autologout (60 s before login)"),
+    p("imapd_tls_auth_only", Kind::Bool, "yes", "refuse LOGIN and AUTHENTICATE before TLS"),
+    p("imapd_tls_cert_file", S, "$smtpd_tls_cert_file", "PEM certificate chain for IMAP STARTTLS and implicit TLS"),
+    p("imapd_tls_key_file", S, "$smtpd_tls_key_file", "PEM private key matching imapd_tls_cert_file"),
+    p("imapd_tls_security_level", S, "may", "none, may (offer STARTTLS) or encrypt (require it)"),
+    p("imapd_tls_wrappermode", Kind::Bool, "no", "implicit TLS from the first byte (port 993)"),
     p(
         "inet_interfaces",
         L,
