@@ -11,6 +11,10 @@ command -v mandoc >/dev/null 2>&1 || need="$need mandoc"
 command -v doveadm >/dev/null 2>&1 || need="$need dovecot-core"
 # The outbound delivery tests deliver over LMTP into a throwaway Dovecot.
 [ -x /usr/lib/dovecot/lmtp ] || need="$need dovecot-lmtpd"
+# imapd with real clients (tests/tests/imapd_clients.rs): mbsync, and mutt under tmux.
+command -v mbsync >/dev/null 2>&1 || need="$need isync"
+command -v mutt >/dev/null 2>&1 || command -v neomutt >/dev/null 2>&1 || need="$need mutt"
+command -v tmux >/dev/null 2>&1 || need="$need tmux"
 # Network-namespace tests (two hosts) and a certificate for an IP address (TLS verify).
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"

@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod dns;
+pub mod imap;
 pub mod netns;
 pub mod peers;
 

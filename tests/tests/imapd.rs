@@ -4,39 +4,14 @@
 //! wait and loop is bounded.
 #![allow(clippy::unwrap_used)]
 
+use petrel_tests::imap::{ensure_listener, have_python, imap_port, imaps_port, show, start_imapd};
 use petrel_tests::{installed, python, run_limited, Sandbox};
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 const CLIENT_LIMIT: Duration = Duration::from_secs(60);
-
-/// The port of the plain IMAP listener (STARTTLS offered).
-fn imap_port(sb: &Sandbox) -> u16 {
-    sb.base + 143
-}
-
-/// The port of the IMAPS listener (TLS from the start).
-fn imaps_port(sb: &Sandbox) -> u16 {
-    sb.base + 993
-}
-
-/// Adds `127.0.0.1:{port} ... {cmd}` to services.conf unless `petrel sandbox` already
-/// wrote a listener on that port.
-fn ensure_listener(sb: &Sandbox, port: u16, cmd: &str) {
-    let name = format!("127.0.0.1:{port}");
-    let conf = std::fs::read_to_string(sb.etc.join("services.conf")).unwrap();
-    let listed = conf
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(name.as_str()));
-    if !listed {
-        sb.add_service(&format!(
-            "{name:<18} inet  n       -      n      -      1       {cmd}"
-        ));
-    }
-}
 
 /// A sandbox (not started) with imapd on base+143 and base+993, `settings` applied, and
 /// demo's password.
@@ -50,73 +25,6 @@ fn imap_sandbox(name: &str, settings: &[(&str, &str)]) -> (Sandbox, String) {
     (sb, pw)
 }
 
-/// Reads from `s` until a CRLF-ended line came or `limit` passed; returns what came.
-fn read_line(s: &mut std::net::TcpStream, limit: Duration) -> String {
-    let end = Instant::now() + limit;
-    let mut got = Vec::new();
-    let mut b = [0u8; 4096];
-    while !got.windows(2).any(|w| w == b"\r\n") {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        s.set_read_timeout(Some(end - now)).unwrap();
-        match s.read(&mut b) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&b[..n]),
-        }
-    }
-    String::from_utf8_lossy(&got).to_string()
-}
-
-/// Starts the suite and waits until imapd greets on base+143 and accepts connections on
-/// base+993. Panics (does not skip) when there is no imapd: it is the program under test.
-fn start(sb: &mut Sandbox) {
-    assert!(
-        sb.bin.join("imapd").exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        sb.bin.join("imapd").display()
-    );
-    sb.start();
-    sb.wait_for("imapd running", WAIT, || !sb.pids_of("imapd").is_empty());
-    let port = imap_port(sb);
-    sb.wait_for(
-        &format!("a * OK greeting on 127.0.0.1:{port}"),
-        WAIT,
-        || {
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            else {
-                return false;
-            };
-            let g = read_line(&mut s, Duration::from_secs(5));
-            if !g.starts_with("* OK") {
-                return false;
-            }
-            let _ = s.write_all(b"x LOGOUT\r\n");
-            let _ = read_line(&mut s, Duration::from_secs(5));
-            true
-        },
-    );
-    let tls = imaps_port(sb);
-    sb.wait_for(&format!("a listener on 127.0.0.1:{tls}"), WAIT, || {
-        std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok()
-    });
-}
-
-/// True when python3 with imaplib and ssl can run; says why not otherwise.
-fn have_python() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import imaplib, ssl, socket"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("SKIP: python3 (with imaplib and ssl) is not installed");
-    }
-    ok
-}
-
 /// curl's path, if installed; says why not otherwise.
 fn have_curl() -> Option<std::path::PathBuf> {
     let c = installed(&["/usr/bin/curl", "/usr/local/bin/curl"]);
@@ -124,15 +32,6 @@ fn have_curl() -> Option<std::path::PathBuf> {
         eprintln!("SKIP: curl is not installed (apt-get install curl)");
     }
     c
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Delivers a small message to demo with sendmail and waits until demo has `n` messages.
@@ -481,7 +380,7 @@ fn imaplib_session_over_plain_text() {
         return;
     }
     let (mut sb, pw) = imap_sandbox("imapd_imaplib_session", &[("imapd_tls_auth_only", "no")]);
-    start(&mut sb);
+    start_imapd(&mut sb);
     deliver(&sb, "alpha message", "first body", 1);
     deliver(&sb, "beta message", "second body", 2);
     deliver(&sb, "gamma message", "third body", 3);
@@ -879,7 +778,7 @@ fn starttls_then_login_and_no_login_before_it() {
         return;
     }
     let (mut sb, pw) = imap_sandbox("imapd_starttls", &[]);
-    start(&mut sb);
+    start_imapd(&mut sb);
     deliver(&sb, "over tls", "hello", 1);
     let port = imap_port(&sb).to_string();
     let py = Py::run(PY_STARTTLS, &[&port, &pw]);
@@ -945,7 +844,7 @@ fn imaps_with_authenticate_plain() {
         return;
     }
     let (mut sb, pw) = imap_sandbox("imapd_imaps", &[]);
-    start(&mut sb);
+    start_imapd(&mut sb);
     deliver(&sb, "over imaps", "hello", 1);
     let port = imaps_port(&sb).to_string();
     let py = Py::run(PY_IMAPS, &[&port, &pw]);
@@ -1036,7 +935,7 @@ fn two_sessions_see_flags_expunges_and_new_mail() {
         return;
     }
     let (mut sb, pw) = imap_sandbox("imapd_two_sessions", &[("imapd_tls_auth_only", "no")]);
-    start(&mut sb);
+    start_imapd(&mut sb);
     deliver(&sb, "first of two", "one", 1);
     deliver(&sb, "second of two", "two", 2);
     let port = imap_port(&sb).to_string();
@@ -1147,7 +1046,7 @@ fn idle_announces_a_delivered_message() {
         return;
     }
     let (mut sb, pw) = imap_sandbox("imapd_idle", &[("imapd_tls_auth_only", "no")]);
-    start(&mut sb);
+    start_imapd(&mut sb);
     deliver(&sb, "before idle", "one", 1);
     let port = imap_port(&sb).to_string();
     let sendmail = sb.bin.join("sendmail").to_string_lossy().to_string();
@@ -1187,7 +1086,7 @@ fn curl_lists_searches_and_fetches() {
         return;
     };
     let (mut sb, pw) = imap_sandbox("imapd_curl", &[("imapd_tls_auth_only", "no")]);
-    start(&mut sb);
+    start_imapd(&mut sb);
     deliver(&sb, "curl one", "the first body", 1);
     deliver(&sb, "curl two", "the second body", 2);
     let user = format!("demo:{pw}");
@@ -1320,7 +1219,7 @@ fn hostile_input_gets_bad_or_no_and_the_server_lives_on() {
         return;
     }
     let (mut sb, pw) = imap_sandbox("imapd_hostile", &[("imapd_tls_auth_only", "no")]);
-    start(&mut sb);
+    start_imapd(&mut sb);
     let port = imap_port(&sb).to_string();
     let py = Py::run(PY_HOSTILE, &[&port, &pw]);
 
