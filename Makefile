@@ -51,6 +51,7 @@ bench: release
 	python3 bench/local_submit.py --bin target/release
 	python3 bench/smtp_in.py --bin target/release
 	python3 bench/smtp_out.py --bin target/release
+	python3 bench/imap.py --bin target/release
 
 clean:
 	$(CARGO) clean
