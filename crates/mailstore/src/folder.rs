@@ -73,7 +73,17 @@ pub struct Folder {
     highest_modseq: u64,
     index_dirty: bool,
     index_stamp: Option<(u64, SystemTime)>,
+    /// The state of the directories and files at the start of the last full sync, when it
+    /// was old enough to be trusted: equal stamps mean nothing changed since.
+    quiet_stamps: Option<Stamps>,
 }
+
+/// Modification stamps of what a sync reads: new/, cur/, dovecot-keywords, petrel-index.
+type Stamps = [Option<(u64, SystemTime)>; 4];
+
+/// A directory or file changed less than this long ago may still change within the same
+/// timestamp tick, unseen: its stamp is not trusted to mean "nothing new".
+const STAMP_SETTLE: Duration = Duration::from_secs(1);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -180,6 +190,7 @@ impl Folder {
             highest_modseq: 0,
             index_dirty: false,
             index_stamp: None,
+            quiet_stamps: None,
         };
         if let Some(list) = UidList::load(&f.dir)? {
             f.take_list(list);
@@ -421,6 +432,35 @@ impl Folder {
     /// keeps its UID: it is matched by its base name). Returns what changed since the last
     /// sync. Also saves the index when anything in it changed.
     pub fn sync(&mut self) -> io::Result<Changes> {
+        // Nothing touched since the last full sync: nothing to do (an IDLE poll costs four
+        // stats instead of two readdirs).
+        let stamps = self.stamps();
+        if self.quiet_stamps.is_some() && self.quiet_stamps == Some(stamps) {
+            return Ok(Changes::default());
+        }
+        let settled = stamps.iter().flatten().all(|(_, t)| {
+            SystemTime::now()
+                .duration_since(*t)
+                .is_ok_and(|age| age >= STAMP_SETTLE)
+        });
+        self.quiet_stamps = None;
+        let ch = self.full_sync()?;
+        if settled {
+            self.quiet_stamps = Some(stamps);
+        }
+        Ok(ch)
+    }
+
+    fn stamps(&self) -> Stamps {
+        [
+            file_stamp(&self.dir.join("new")),
+            file_stamp(&self.dir.join("cur")),
+            file_stamp(&self.dir.join("dovecot-keywords")),
+            file_stamp(&self.dir.join("petrel-index")),
+        ]
+    }
+
+    fn full_sync(&mut self) -> io::Result<Changes> {
         let mut ch = Changes::default();
         self.keywords = Keywords::load(&self.dir)?;
         if file_stamp(&self.dir.join("petrel-index")) != self.index_stamp {

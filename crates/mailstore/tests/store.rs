@@ -413,3 +413,31 @@ fn cur_files_helper_is_used() {
     let _f = Store::open(&root).unwrap().folder("INBOX").unwrap();
     assert_eq!(cur_files(&root).len(), 1);
 }
+
+#[test]
+fn a_quiet_folder_is_not_rescanned_but_every_change_is_seen() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("Maildir");
+    let store = Store::open(&root).unwrap();
+    deliver(&root, 2, 0);
+    let mut f = store.folder("INBOX").unwrap();
+    assert_eq!(f.len(), 2);
+    // Changes right after a sync (same timestamp tick) are still found: the stamps of a
+    // directory that changed less than a second ago are not trusted.
+    deliver(&root, 1, 10);
+    assert_eq!(f.sync().unwrap().new.len(), 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(f.sync().unwrap().new.is_empty());
+    // Quiet now: the next syncs find nothing, and a delivery is still found at once.
+    assert!(f.sync().unwrap().new.is_empty());
+    deliver(&root, 1, 20);
+    assert_eq!(f.sync().unwrap().new.len(), 1);
+    assert_eq!(f.len(), 4);
+    // Another session's flag change (a rename in cur/) after a quiet spell.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(f.sync().unwrap().flags.is_empty());
+    let mut other = store.folder("INBOX").unwrap();
+    let uid = other.messages().next().unwrap().uid;
+    other.set_flags(uid, &flags(&["\\Seen"])).unwrap();
+    assert_eq!(f.sync().unwrap().flags.len(), 1);
+}
