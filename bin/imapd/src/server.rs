@@ -3,12 +3,12 @@
 //! thread, no process. A login in progress has its own stream to authd.
 
 use crate::login::{self, Settings, TlsLevel, PREAUTH_TIMEOUT};
-use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use petrel_daemon::authd::AuthLink;
 use petrel_imap_proto::{parse_command, CommandKind, CommandReader, ReadEvent};
 use petrel_imap_session::session::Session;
 use petrel_ipc::auth;
-use petrel_ipc::{FrameReader, Incoming};
 use petrel_tls::{ServerConfig, Transport};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -35,12 +35,6 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const READ_CHUNK: usize = 64 * 1024;
 /// A drained output buffer bigger than this is given back to the allocator.
 const KEEP_OUT_CAPACITY: usize = 1024 * 1024;
-
-struct Link {
-    stream: UnixStream,
-    out: Vec<u8>,
-    reader: FrameReader,
-}
 
 /// Where a connection is in the protocol.
 enum State {
@@ -70,7 +64,7 @@ struct Conn {
     out_pos: usize,
     reader: CommandReader,
     /// The connection to authd while a login waits for it.
-    authd: Option<Link>,
+    authd: Option<AuthLink>,
     state: State,
     /// The session is in IDLE: poll it for updates.
     idling: bool,
@@ -494,7 +488,6 @@ impl Server {
 
     /// Asks authd about a login; the command's answer waits for authd's.
     fn start_auth(&mut self, t: usize, tag: String, user: String, password: String) {
-        let link = open_authd(&self.poll, t);
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
@@ -504,8 +497,8 @@ impl Server {
             user,
             password,
         };
-        let mut link = match link {
-            Ok(l) => l,
+        match AuthLink::open(self.poll.registry(), Token(t + 1), &req) {
+            Ok(link) => c.authd = Some(link),
             Err(e) => {
                 log::warn!("connect to private/auth: {e}");
                 c.send(
@@ -514,56 +507,29 @@ impl Server {
                 );
                 return;
             }
-        };
-        match petrel_ipc::encode(&req) {
-            Ok(b) => link.out.extend_from_slice(&b),
-            Err(e) => {
-                log::error!("encode auth request: {e}");
-                c.send(format!("{tag} NO [SERVERBUG] Internal error.\r\n").as_bytes());
-                let _ = self.poll.registry().deregister(&mut link.stream);
-                return;
-            }
         }
-        c.authd = Some(link);
         c.state = State::Authd { tag };
         self.flush_authd(t);
     }
 
     fn flush_authd(&mut self, t: usize) {
         if let Some(link) = self.conns.get_mut(&t).and_then(|c| c.authd.as_mut()) {
-            if petrel_ipc::write_pending(&mut link.stream, &mut link.out).is_err() {
-                // authd went away: its reader sees the end and answers "temporary".
-                link.out.clear();
-            }
+            link.flush();
         }
     }
 
     fn authd_event(&mut self, t: usize) {
-        self.flush_authd(t);
-        let mut reply = None;
-        let mut lost = false;
-        if let Some(link) = self.conns.get_mut(&t).and_then(|c| c.authd.as_mut()) {
-            lost = link.reader.read_from(&mut link.stream);
-            match link.reader.next_frame::<auth::Reply>() {
-                Ok(Some(Incoming::Msg(r))) => reply = Some(r),
-                Ok(_) => {}
-                Err(e) => {
-                    log::warn!("authd protocol error: {e}");
-                    lost = true;
-                }
-            }
-        }
-        if reply.is_none() && !lost {
+        let reply = self
+            .conns
+            .get_mut(&t)
+            .and_then(|c| c.authd.as_mut())
+            .and_then(|l| l.poll_reply());
+        let Some(r) = reply else {
             return;
+        };
+        if let Some(l) = self.conns.get_mut(&t).and_then(|c| c.authd.take()) {
+            l.close(self.poll.registry());
         }
-        if let Some(c) = self.conns.get_mut(&t) {
-            if let Some(mut l) = c.authd.take() {
-                let _ = self.poll.registry().deregister(&mut l.stream);
-            }
-        }
-        let r = reply.unwrap_or(auth::Reply::Temporary {
-            reason: "authd closed the connection".into(),
-        });
         self.finish_auth(t, r);
         self.client_event(t);
     }
@@ -772,8 +738,8 @@ impl Server {
             }
             let _ = self.poll.registry().deregister(s.get_mut());
         }
-        if let Some(mut l) = c.authd.take() {
-            let _ = self.poll.registry().deregister(&mut l.stream);
+        if let Some(l) = c.authd.take() {
+            l.close(self.poll.registry());
         }
         if let Some(user) = &c.user {
             log::info!(
@@ -792,21 +758,4 @@ fn open_session(home_mailbox: &str, user: &str, home: &str) -> Result<Session, S
     let store =
         petrel_mailstore::Store::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Session::new(store, user).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Connects to authd for one login.
-fn open_authd(poll: &Poll, t: usize) -> io::Result<Link> {
-    let s = std::os::unix::net::UnixStream::connect("private/auth")?;
-    s.set_nonblocking(true)?;
-    let mut stream = UnixStream::from_std(s);
-    poll.registry().register(
-        &mut stream,
-        Token(t + 1),
-        Interest::READABLE | Interest::WRITABLE,
-    )?;
-    Ok(Link {
-        stream,
-        out: Vec::new(),
-        reader: FrameReader::new(),
-    })
 }

@@ -6,6 +6,7 @@ use crate::policy::Settings;
 use crate::session::{Action, Ctx, Session};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
+use petrel_daemon::authd::AuthLink;
 use petrel_ipc::auth;
 use petrel_ipc::cleanup::{Reply as CleanupReply, Request};
 use petrel_ipc::{FrameReader, Incoming};
@@ -45,7 +46,7 @@ struct Conn {
     out: Vec<u8>,
     cleanup: Option<Link>,
     /// The connection to authd while an AUTH exchange waits for it.
-    authd: Option<Link>,
+    authd: Option<AuthLink>,
     /// With smtpd_greet_delay: the greeting, held until this time.
     greeting: Option<(Instant, Vec<u8>)>,
     last: Instant,
@@ -278,14 +279,8 @@ impl Server {
                         user,
                         password,
                     };
-                    match open_authd(&self.poll, t) {
-                        Ok(mut link) => match petrel_ipc::encode(&req) {
-                            Ok(b) => {
-                                link.out.extend_from_slice(&b);
-                                c.authd = Some(link);
-                            }
-                            Err(e) => log::error!("encode auth request: {e}"),
-                        },
+                    match AuthLink::open(self.poll.registry(), Token(t + 2), &req) {
+                        Ok(link) => c.authd = Some(link),
                         Err(e) => {
                             log::warn!("connect to private/auth: {e}");
                             auth_down = Some(format!("authd unavailable: {e}"));
@@ -323,39 +318,22 @@ impl Server {
 
     fn flush_authd(&mut self, t: usize) {
         if let Some(link) = self.conns.get_mut(&t).and_then(|c| c.authd.as_mut()) {
-            if petrel_ipc::write_pending(&mut link.stream, &mut link.out).is_err() {
-                // authd went away: its reader sees the end and answers "temporary".
-                link.out.clear();
-            }
+            link.flush();
         }
     }
 
     fn authd_event(&mut self, t: usize) {
-        self.flush_authd(t);
-        let mut reply = None;
-        let mut lost = false;
-        if let Some(link) = self.conns.get_mut(&t).and_then(|c| c.authd.as_mut()) {
-            lost = link.reader.read_from(&mut link.stream);
-            match link.reader.next_frame::<auth::Reply>() {
-                Ok(Some(Incoming::Msg(r))) => reply = Some(r),
-                Ok(_) => {}
-                Err(e) => {
-                    log::warn!("authd protocol error: {e}");
-                    lost = true;
-                }
-            }
-        }
-        if reply.is_none() && !lost {
+        let reply = self
+            .conns
+            .get_mut(&t)
+            .and_then(|c| c.authd.as_mut())
+            .and_then(|l| l.poll_reply());
+        let Some(r) = reply else {
             return;
+        };
+        if let Some(l) = self.conns.get_mut(&t).and_then(|c| c.authd.take()) {
+            l.close(self.poll.registry());
         }
-        if let Some(c) = self.conns.get_mut(&t) {
-            if let Some(mut l) = c.authd.take() {
-                let _ = self.poll.registry().deregister(&mut l.stream);
-            }
-        }
-        let r = reply.unwrap_or(auth::Reply::Temporary {
-            reason: "authd closed the connection".into(),
-        });
         self.with_session(t, |s, ctx| s.auth_reply(r, ctx));
         self.client_event(t);
     }
@@ -655,8 +633,8 @@ impl Server {
             let _ = s.shutdown();
             let _ = self.poll.registry().deregister(s.get_mut());
         }
-        if let Some(mut l) = c.authd.take() {
-            let _ = self.poll.registry().deregister(&mut l.stream);
+        if let Some(l) = c.authd.take() {
+            l.close(self.poll.registry());
         }
         if let Some(mut l) = c.cleanup.take() {
             // A message left open is abandoned: cleanup removes its file when we go.
@@ -682,22 +660,6 @@ impl Server {
 }
 
 /// Connects to authd for one AUTH exchange.
-fn open_authd(poll: &Poll, t: usize) -> io::Result<Link> {
-    let s = std::os::unix::net::UnixStream::connect("private/auth")?;
-    s.set_nonblocking(true)?;
-    let mut stream = UnixStream::from_std(s);
-    poll.registry().register(
-        &mut stream,
-        Token(t + 2),
-        Interest::READABLE | Interest::WRITABLE,
-    )?;
-    Ok(Link {
-        stream,
-        out: Vec::new(),
-        reader: FrameReader::new(),
-    })
-}
-
 /// Asks authd whether a user exists, for a user file only authd may read. A short
 /// blocking exchange: authd answers lookups at once from memory.
 fn authd_lookup(user: &str) -> io::Result<bool> {

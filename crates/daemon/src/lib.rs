@@ -15,6 +15,8 @@
 //! Started by someone other than root, nothing changes identity ("unprivileged mode").
 #![deny(missing_docs)]
 
+pub mod authd;
+
 use petrel_config::Config;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
