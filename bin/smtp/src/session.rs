@@ -120,6 +120,28 @@ pub enum RcptResult {
     Bounced { dsn: String, text: String },
 }
 
+impl RcptResult {
+    /// What a 4xx or 5xx reply means for a recipient: 5xx bounces, the rest defers.
+    fn refused(r: &ClientReply, text: String) -> RcptResult {
+        if r.class() == 5 {
+            RcptResult::Bounced { dsn: r.dsn(), text }
+        } else {
+            RcptResult::Deferred { dsn: r.dsn(), text }
+        }
+    }
+
+    /// The same bounce for every one of `n` recipients.
+    fn bounce_all(n: usize, dsn: &str, text: String) -> Vec<RcptResult> {
+        vec![
+            RcptResult::Bounced {
+                dsn: dsn.into(),
+                text
+            };
+            n
+        ]
+    }
+}
+
 /// One recipient as the transaction sends it.
 pub struct TxRcpt<'a> {
     pub address: &'a str,
@@ -545,14 +567,7 @@ impl Session {
                     "message size {size} exceeds size limit {limit} of server {}",
                     self.at()
                 );
-                let all = rcpts
-                    .iter()
-                    .map(|_| RcptResult::Bounced {
-                        dsn: "5.3.4".into(),
-                        text: text.clone(),
-                    })
-                    .collect();
-                return Ok((all, true));
+                return Ok((RcptResult::bounce_all(rcpts.len(), "5.3.4", text), true));
             }
         }
         if msg.smtputf8 && !ext.smtputf8 {
@@ -560,14 +575,7 @@ impl Session {
                 "SMTPUTF8 is required, but was not offered by host {}",
                 self.at()
             );
-            let all = rcpts
-                .iter()
-                .map(|_| RcptResult::Bounced {
-                    dsn: "5.6.7".into(),
-                    text: text.clone(),
-                })
-                .collect();
-            return Ok((all, true));
+            return Ok((RcptResult::bounce_all(rcpts.len(), "5.6.7", text), true));
         }
         // MAIL FROM with the parameters the server understands.
         let mut mail = format!("MAIL FROM:<{}>", msg.sender);
@@ -619,11 +627,7 @@ impl Session {
         let r = self.reply(s.mail_timeout, "receiving the MAIL FROM reply")?;
         if r.class() != 2 {
             let text = self.said(&r, "MAIL FROM command");
-            let res = if r.class() == 5 {
-                RcptResult::Bounced { dsn: r.dsn(), text }
-            } else {
-                RcptResult::Deferred { dsn: r.dsn(), text }
-            };
+            let res = RcptResult::refused(&r, text);
             // Drain the pipelined replies so the session stays in step.
             let mut usable = true;
             if pipelining {
@@ -650,11 +654,7 @@ impl Session {
                 Err(f) => return self.broken(f, results, rcpts.len(), i),
             };
             let text = self.said(&r, "RCPT TO command");
-            results.push(match r.class() {
-                2 => None,
-                5 => Some(RcptResult::Bounced { dsn: r.dsn(), text }),
-                _ => Some(RcptResult::Deferred { dsn: r.dsn(), text }),
-            });
+            results.push((r.class() != 2).then(|| RcptResult::refused(&r, text)));
         }
         let accepted: Vec<usize> = (0..rcpts.len()).filter(|i| results[*i].is_none()).collect();
         if !pipelining {
@@ -674,11 +674,7 @@ impl Session {
                 return Ok((results.into_iter().flatten().collect(), usable));
             }
             let text = self.said(&r, "DATA command");
-            let res = if r.class() == 5 {
-                RcptResult::Bounced { dsn: r.dsn(), text }
-            } else {
-                RcptResult::Deferred { dsn: r.dsn(), text }
-            };
+            let res = RcptResult::refused(&r, text);
             let out = results
                 .into_iter()
                 .map(|x| x.unwrap_or_else(|| res.clone()))
@@ -764,14 +760,7 @@ impl Session {
                 dsn: r.dsn(),
                 text: r.text(),
             },
-            5 => RcptResult::Bounced {
-                dsn: r.dsn(),
-                text: self.said(r, "end of DATA command"),
-            },
-            _ => RcptResult::Deferred {
-                dsn: r.dsn(),
-                text: self.said(r, "end of DATA command"),
-            },
+            _ => RcptResult::refused(r, self.said(r, "end of DATA command")),
         }
     }
 
@@ -788,21 +777,15 @@ impl Session {
             return Err(f);
         }
         let text = f.text().to_string();
+        let lost = RcptResult::Deferred {
+            dsn: "4.4.2".into(),
+            text,
+        };
         let mut out: Vec<RcptResult> = results
             .into_iter()
-            .map(|x| {
-                x.unwrap_or_else(|| RcptResult::Deferred {
-                    dsn: "4.4.2".into(),
-                    text: text.clone(),
-                })
-            })
+            .map(|x| x.unwrap_or_else(|| lost.clone()))
             .collect();
-        while out.len() < n {
-            out.push(RcptResult::Deferred {
-                dsn: "4.4.2".into(),
-                text: text.clone(),
-            });
-        }
+        out.resize(n, lost);
         Ok((out, false))
     }
 }
