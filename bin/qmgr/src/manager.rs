@@ -755,7 +755,6 @@ impl Manager {
                 log::info!("{id}: undeliverable postmaster notification discarded");
                 done.extend(&failed_idx);
             } else {
-                let original = file::read_content(&msg.file, &msg.env).unwrap_or_default();
                 let double_bounce =
                     format!("{}@{}", self.s.double_bounce_sender, self.s.myhostname);
                 let (to, from, whom) = if null_sender {
@@ -767,21 +766,11 @@ impl Manager {
                 } else {
                     (msg.env.sender.as_str(), "", "sender")
                 };
-                let notice = bounce::Notice {
-                    queue_id: id,
-                    myhostname: &self.s.myhostname,
-                    to,
-                    from,
-                    arrival: msg.env.arrival,
-                    envid: msg.env.attr("envid").unwrap_or(""),
-                    headers_only: msg
-                        .env
-                        .attr("ret")
-                        .is_some_and(|r| r.eq_ignore_ascii_case("HDRS")),
-                    original: &original,
-                    recipients: failed,
-                };
-                match bounce::send(&notice) {
+                let headers_only = msg
+                    .env
+                    .attr("ret")
+                    .is_some_and(|r| r.eq_ignore_ascii_case("HDRS"));
+                match self.notify(id, &msg, to, from, headers_only, failed) {
                     Ok(new) => {
                         log::info!("{id}: {whom} non-delivery notification: {new}");
                         done.extend(&failed_idx);
@@ -822,19 +811,7 @@ impl Manager {
                 })
                 .collect();
             if !delayed.is_empty() {
-                let original = file::read_content(&msg.file, &msg.env).unwrap_or_default();
-                let notice = bounce::Notice {
-                    queue_id: id,
-                    myhostname: &self.s.myhostname,
-                    to: &msg.env.sender,
-                    from: "",
-                    arrival: msg.env.arrival,
-                    envid: msg.env.attr("envid").unwrap_or(""),
-                    headers_only: true,
-                    original: &original,
-                    recipients: delayed,
-                };
-                match bounce::send(&notice) {
+                match self.notify(id, &msg, &msg.env.sender, "", true, delayed) {
                     Ok(new) => {
                         log::info!("{id}: sender delay notification: {new}");
                         delay_notice_sent = true;
@@ -915,6 +892,31 @@ impl Manager {
 }
 
 impl Manager {
+    /// Builds and submits a notice about `msg` to `to`, from `from` (empty: `<>`), with
+    /// the original attached (only its header with `headers_only`); the new queue id.
+    fn notify(
+        &self,
+        id: &str,
+        msg: &Msg,
+        to: &str,
+        from: &str,
+        headers_only: bool,
+        recipients: Vec<dsn::Recipient>,
+    ) -> Result<String, String> {
+        let original = file::read_content(&msg.file, &msg.env).unwrap_or_default();
+        bounce::send(&bounce::Notice {
+            queue_id: id,
+            myhostname: &self.s.myhostname,
+            to,
+            from,
+            arrival: msg.env.arrival,
+            envid: msg.env.attr("envid").unwrap_or(""),
+            headers_only,
+            original: &original,
+            recipients,
+        })
+    }
+
     /// RFC 3461 NOTIFY=SUCCESS: one "delivered" (mailbox, LMTP) or "relayed" (an SMTP
     /// server without DSN) notice for this round's delivered recipients that asked for
     /// it, unless the next hop took the request over.
@@ -949,19 +951,7 @@ impl Manager {
         if recipients.is_empty() {
             return;
         }
-        let original = file::read_content(&msg.file, &msg.env).unwrap_or_default();
-        let notice = bounce::Notice {
-            queue_id: id,
-            myhostname: &self.s.myhostname,
-            to: &msg.env.sender,
-            from: "",
-            arrival: msg.env.arrival,
-            envid: msg.env.attr("envid").unwrap_or(""),
-            headers_only: true,
-            original: &original,
-            recipients,
-        };
-        match bounce::send(&notice) {
+        match self.notify(id, msg, &msg.env.sender, "", true, recipients) {
             Ok(new) => log::info!("{id}: sender delivery status notification: {new}"),
             // Not retried: the mail itself was delivered, and only success is reported.
             Err(e) => log::warn!("{id}: cannot send delivery status notification: {e}"),
