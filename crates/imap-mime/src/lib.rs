@@ -97,20 +97,9 @@ pub fn body_structure(msg: &[u8], extensible: bool) -> Vec<u8> {
     out
 }
 
-/// The text part of a `BODY[section]` specifier (RFC 3501 §6.4.5), after the part numbers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SectionText {
-    /// `HEADER`: the message header, with the blank line that ends it.
-    Header,
-    /// `HEADER.FIELDS (names)`: only the fields named (case-insensitive), then a blank line.
-    HeaderFields(Vec<String>),
-    /// `HEADER.FIELDS.NOT (names)`: every field but those named, then a blank line.
-    HeaderFieldsNot(Vec<String>),
-    /// `TEXT`: the message body.
-    Text,
-    /// `MIME`: the MIME header of a part (not valid for the whole message: empty).
-    Mime,
-}
+/// The text part of a `BODY[section]` specifier (RFC 3501 §6.4.5), after the part numbers,
+/// as the command parser gives it.
+pub use petrel_imap_proto::SectionText;
 
 /// The content of `BODY[section]` for a message (CRLF form).
 ///

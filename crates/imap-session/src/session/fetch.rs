@@ -46,17 +46,6 @@ pub(crate) fn section_spec(s: &Section) -> Vec<u8> {
     out
 }
 
-/// The MIME crate's form of a section text.
-fn mime_text(t: &SectionText) -> mime::SectionText {
-    match t {
-        SectionText::Header => mime::SectionText::Header,
-        SectionText::HeaderFields(v) => mime::SectionText::HeaderFields(v.clone()),
-        SectionText::HeaderFieldsNot(v) => mime::SectionText::HeaderFieldsNot(v.clone()),
-        SectionText::Text => mime::SectionText::Text,
-        SectionText::Mime => mime::SectionText::Mime,
-    }
-}
-
 /// `<offset.length>` applied to `data`.
 pub(crate) fn partial(data: &[u8], p: Option<(u32, u32)>) -> &[u8] {
     match p {
@@ -299,11 +288,10 @@ impl Session {
                         ..
                     } => {
                         let d = msg!();
-                        let text = section.text.as_ref().map(mime_text);
-                        let content = if section.part.is_empty() && text.is_none() {
+                        let content = if section.part.is_empty() && section.text.is_none() {
                             partial(d, *p).to_vec()
                         } else {
-                            let c = mime::section(d, &section.part, text.as_ref());
+                            let c = mime::section(d, &section.part, section.text.as_ref());
                             partial(&c, *p).to_vec()
                         };
                         sep(&mut resp);
