@@ -89,8 +89,13 @@ def pid_cpu(pid):
 
 def tree_memory(root_pid):
     """(RSS KiB, PSS KiB) summed over root_pid and its descendants (smaps_rollup)."""
+    return pids_memory(tree_pids(root_pid))
+
+
+def pids_memory(pids):
+    """(RSS KiB, PSS KiB) summed over pids (smaps_rollup); vanished ones count 0."""
     rss = pss = 0
-    for pid in tree_pids(root_pid):
+    for pid in pids:
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
                 for line in f:

@@ -405,19 +405,7 @@ def comm(pid):
 
 def memory(pids):
     """(RSS KiB, PSS KiB) summed over pids."""
-    rss = pss = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Rss:"):
-                        rss += int(line.split()[1])
-                    elif line.startswith("Pss:"):
-                        pss += int(line.split()[1])
-                        break
-        except (OSError, ValueError, IndexError):
-            pass
-    return rss, pss
+    return bl.pids_memory(pids)
 
 
 def cpu(pids):
