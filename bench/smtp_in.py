@@ -42,66 +42,21 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402  (process-tree CPU and memory)
 import local_submit as ls  # noqa: E402  (the shared helpers: RSS sampler, Maildir count)
 
 PETREL_PORT_BASE = 18000  # smtpd on 127.0.0.1:18025 (below the ephemeral ports)
 POSTFIX_PORT = 18525
 PAYLOAD = 4096  # bytes of body per message (smtp-source -l; the Python client the same)
 SMTP_SOURCE = "/usr/sbin/smtp-source"
-CLK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu(root_pid):
-    """CPU seconds (user+system, including reaped children) of root_pid and descendants."""
-    children, stats = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            # fields[0] = state (field 3); utime = field 14 → fields[11]
-            ppid = int(fields[1])
-            ticks = sum(int(x) for x in fields[11:15])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-        stats[int(entry)] = ticks
-    total, todo, seen = 0, [root_pid], 0
-    while todo and seen < 100000:
-        pid = todo.pop()
-        seen += 1
-        total += stats.get(pid, 0)
-        todo.extend(children.get(pid, []))
-    return total / CLK
+tree_cpu = bl.tree_cpu
 
 
 def pss_of_tree(root_pid):
     """Sum of Pss (KiB) of root_pid and all its descendants."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-        except (OSError, ValueError, IndexError):
-            pass
-    total, todo, seen = 0, [root_pid], 0
-    while todo and seen < 100000:
-        pid = todo.pop()
-        seen += 1
-        todo.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total
+    return bl.tree_memory(root_pid)[1]
 
 
 class PssSampler(threading.Thread):
