@@ -24,6 +24,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use petrel_ipc::cleanup::{Reply, Request};
@@ -57,8 +58,9 @@ pub struct Report {
 pub struct Pickup {
     root: PathBuf,
     cleanup: String,
-    /// Connections to cleanup, kept between scans; the first serves single files.
-    conns: Vec<Option<UnixStream>>,
+    /// Idle connections to cleanup, kept between scans; a file is handed over on any idle
+    /// one, and a new one is opened only when all are busy.
+    idle: Mutex<Vec<UnixStream>>,
 }
 
 impl Pickup {
@@ -72,13 +74,13 @@ impl Pickup {
         Pickup {
             root: root.to_path_buf(),
             cleanup,
-            conns: (0..PARALLEL).map(|_| None).collect(),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
     /// Closes the cleanup connection (when idle; the next scan reconnects).
     pub fn disconnect(&mut self) {
-        self.conns.iter_mut().for_each(|c| *c = None);
+        self.idle_conns().clear();
     }
 
     fn maildrop(&self, name: &OsStr) -> PathBuf {
@@ -97,51 +99,25 @@ impl Pickup {
             }
         };
         names.sort();
+        // A backlog goes over several connections at once (oldest files first); a worker
+        // that finds cleanup down stops all of them.
         let workers = names.len().clamp(1, PARALLEL);
-        if workers == 1 {
-            let mut conn = self.conns[0].take();
-            for name in &names {
-                self.one(&mut conn, name, &mut report);
-            }
-            self.conns[0] = conn;
-            return report;
-        }
-        // A backlog: several files in flight, oldest first, each worker on its own
-        // connection; a worker that finds cleanup down stops all of them.
         let next = AtomicUsize::new(0);
         let down = AtomicBool::new(false);
-        let mut conns = std::mem::take(&mut self.conns);
-        let this = &*self;
-        let reports: Vec<Report> = std::thread::scope(|sc| {
-            let handles: Vec<_> = conns
-                .iter_mut()
-                .take(workers)
-                .map(|conn| {
-                    let (next, down, names) = (&next, &down, &names);
-                    sc.spawn(move || {
-                        let mut r = Report::default();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(name) = names.get(i) else { break };
-                            if down.load(Ordering::Relaxed) {
-                                r.cleanup_down = true;
-                                break;
-                            }
-                            this.one(conn, name, &mut r);
-                            if r.cleanup_down {
-                                down.store(true, Ordering::Relaxed);
-                            }
-                        }
-                        r
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        self.conns = conns;
+        let reports: Vec<Report> = if workers == 1 {
+            vec![self.work(&names, &next, &down)]
+        } else {
+            let this = &*self;
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|_| sc.spawn(|| this.work(&names, &next, &down)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
         for r in reports {
             report.queued += r.queued;
             report.deferred += r.deferred;
@@ -149,6 +125,33 @@ impl Pickup {
             report.cleanup_down |= r.cleanup_down;
         }
         report
+    }
+
+    fn idle_conns(&self) -> std::sync::MutexGuard<'_, Vec<UnixStream>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One worker: takes the next file until none is left, each on an idle connection
+    /// (or a new one), which goes back to the idle ones afterwards.
+    fn work(&self, names: &[OsString], next: &AtomicUsize, down: &AtomicBool) -> Report {
+        let mut r = Report::default();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(name) = names.get(i) else { break };
+            if down.load(Ordering::Relaxed) {
+                r.cleanup_down = true;
+                break;
+            }
+            let mut conn = self.idle_conns().pop();
+            self.one(&mut conn, name, &mut r);
+            if let Some(c) = conn {
+                self.idle_conns().push(c);
+            }
+            if r.cleanup_down {
+                down.store(true, Ordering::Relaxed);
+            }
+        }
+        r
     }
 
     fn one(&self, conn: &mut Option<UnixStream>, os_name: &OsStr, report: &mut Report) {
