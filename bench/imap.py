@@ -2,7 +2,7 @@
 """IMAP benchmark: Petrel's imapd and Dovecot side by side on the same Maildir, same run.
 
     python3 bench/imap.py --bin target/release [-n 10000] [--conns 1000] [--big 100000]
-                          [--limit 1500] [--keep]
+                          [--limit 1500] [--keep] [--petrel-conns 10000]
 
 Set-up:
   - a Petrel sandbox (`petrel sandbox DIR --port-base 15000`, IMAP on 127.0.0.1:15143)
@@ -32,8 +32,11 @@ are in the page cache; all figures are the WARM case. Then, alternating the serv
   idle conns    --conns connections (opened 8 at a time for at most 240 s per server;
                 how many were opened is printed), each LOGIN + SELECT INBOX + IDLE; PSS
                 and RSS of the server (Dovecot: every process under its master; Petrel: its imapd
-                processes) before and after, difference / connections; and the CPU the
+                processes — spawners, login processes, session workers) before and after, difference / connections; and the CPU the
                 server used over 5 s while they all idle;
+  many idle     (with --petrel-conns N) Petrel alone holds N LOGIN+SELECT+IDLE connections
+                (16 opened at a time): how many opened and stayed open, PSS per connection,
+                CPU while they idle;
   big select    (with --big N, when time is left) a folder `.Big` of N smaller messages
                 (2-3 KiB), warm-up SELECT once, then the SELECT time (median of 3).
 The client is a raw-socket one (literals skipped by length), the same for both servers.
@@ -273,9 +276,9 @@ class Petrel:
         bl.wait_gone(pid, 30)
 
     def pids(self):
-        """Petrel's imapd processes."""
+        """Petrel's imapd processes: the spawners, login processes and session workers."""
         root = bl.read_pid(self.pidfile)
-        return [p for p in bl.tree_pids(root) if comm(p) == "imapd"] if root else []
+        return [p for p in bl.tree_pids(root) if comm(p).startswith("imapd")] if root else []
 
 
 DOVECOT_CONF = """\
@@ -550,6 +553,8 @@ def main():
     ap.add_argument("--big", type=int, default=100000, help="messages in the big folder (0: skip)")
     ap.add_argument("--limit", type=float, default=1500, help="seconds for the whole run")
     ap.add_argument("--keep", action="store_true", help="keep the work directory and say where")
+    ap.add_argument("--petrel-conns", type=int, default=0,
+                    help="then hold this many IDLE connections on Petrel alone (e.g. 10000)")
     a = ap.parse_args()
     deadline = time.time() + a.limit
     bindir = os.path.abspath(a.bin)
@@ -557,7 +562,8 @@ def main():
         if why:
             raise SystemExit(f"imap bench: {why}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, max(soft, a.conns * 2 + 256)) if hard != resource.RLIM_INFINITY else a.conns * 2 + 256
+    most = max(a.conns, a.petrel_conns)
+    want = min(hard, max(soft, most * 2 + 256)) if hard != resource.RLIM_INFINITY else most * 2 + 256
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     if want < a.conns + 64:
         print(f"fd limit {want}: fewer idle connections")
@@ -671,6 +677,20 @@ def main():
                     print(f"  big {s.name} runs: " + " ".join(f"{x * 1000:.1f}" for x in big[s.name]) + " ms")
         else:
             print("  big folder: skipped (--big 0)")
+
+        if a.petrel_conns > 0:
+            left = deadline - time.time() - 60
+            if left < 60:
+                print(f"  many-IDLE test: not run (--limit used up)")
+            else:
+                d = idle_test(petrel, min(a.petrel_conns, want - 64), min(900, left), conc=16)
+                per = (d["after"][1] - d["before"][1]) / max(d["opened"], 1)
+                print(f"  many-IDLE test petrel: opened {d['opened']}/{a.petrel_conns} in {d['open_s']:.1f} s,"
+                      f" {d['alive']} still open after 7 s; PSS {per:.1f} KiB/conn; {d['nproc']} processes;"
+                      f" CPU while idle {d['idle_cpu'] * 100:.1f} %", flush=True)
+                if d["errors"]:
+                    print(f"    {len(d['errors'])} errors, first: {d['errors'][:3]}")
+                    status = 1
 
         # Table.
         p, q = res["petrel"], res["dovecot"]

@@ -250,6 +250,32 @@ impl Sandbox {
         out
     }
 
+    /// (pid, process name as /proc/PID/comm says) of the live children of `parent`: the
+    /// processes a daemon forked itself (imapd's login process and session workers).
+    pub fn children_of(parent: i32) -> Vec<(i32, String)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.get(1).and_then(|p| p.parse::<i32>().ok()) != Some(parent)
+                || fields.first() == Some(&"Z")
+            {
+                continue;
+            }
+            let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
+            out.push((pid, comm.to_string()));
+        }
+        out
+    }
+
     /// pids of the running processes of one program.
     pub fn pids_of(&self, program: &str) -> Vec<i32> {
         self.children()

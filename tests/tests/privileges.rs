@@ -72,7 +72,14 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
         rcpt.gid,
         home.display()
     ));
+    // A user whose uid is root's: imapd must never give it a session.
+    text.push_str(&format!(
+        "petrel-e2e-root:{{PLAIN}}y:0:0::{}::\n",
+        sb.dir.join("home/petrel-e2e-root").display()
+    ));
     std::fs::write(&users, text).unwrap();
+    // Plain LOGIN for the IMAP checks below.
+    sb.set("imapd_tls_auth_only", "no");
 
     sb.start();
     // A service that was just started may still be reading its configuration as root:
@@ -84,11 +91,21 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
             let kids = sb.children();
             kids.iter().any(|(_, n)| n == "smtp")
                 && kids.iter().all(|(pid, name)| {
-                    name == "local" || status_field(*pid, "NoNewPrivs") == "1" || name == "authd"
+                    name == "local"
+                        || status_field(*pid, "NoNewPrivs") == "1"
+                        || name == "authd"
+                        || (name == "imapd"
+                            && status_field(*pid, "CapEff") == "00000000000000c0"
+                            && petrel_tests::Sandbox::children_of(*pid)
+                                .iter()
+                                .any(|(p, n)| {
+                                    n == "imapd-login" && status_field(*p, "NoNewPrivs") == "1"
+                                }))
                 })
         },
     );
     let spool = std::fs::canonicalize(sb.dir.join("spool")).unwrap();
+    let mut imapd_spawners = Vec::new();
     for (pid, name) in sb.children() {
         let uid = status_field(pid, "Uid");
         let cap_eff = status_field(pid, "CapEff");
@@ -123,15 +140,23 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
                 assert_eq!(status_field(pid, "NoNewPrivs"), "1", "smtp");
             }
             "imapd" => {
-                // Network-facing: mail_owner, never root, no capabilities. (Sessions run in
-                // this process too for now: the per-user privilege split is still to come.)
-                let want = owner.uid.to_string();
+                // The spawner: root with only CAP_SETUID and CAP_SETGID (bits 7 and 6),
+                // and no network socket.
                 assert!(
-                    uid.split_whitespace().all(|u| u == want),
-                    "imapd: Uid {uid}"
+                    uid.split_whitespace().all(|u| u == "0"),
+                    "imapd spawner: Uid {uid}"
                 );
-                assert_eq!(cap_eff, "0000000000000000", "imapd has capabilities");
-                assert_eq!(status_field(pid, "NoNewPrivs"), "1", "imapd");
+                assert_eq!(
+                    cap_eff, "00000000000000c0",
+                    "imapd spawner keeps only setuid/setgid"
+                );
+                let bounding = status_field(pid, "CapBnd");
+                assert_eq!(bounding, "00000000000000c0", "imapd spawner's bounding set");
+                let tcp = tcp_socket_inodes();
+                for ino in socket_inodes(pid) {
+                    assert!(!tcp.contains(&ino), "the imapd spawner holds a TCP socket");
+                }
+                imapd_spawners.push(pid);
             }
             "authd" => {
                 let want = auth_owner.uid.to_string();
@@ -154,6 +179,10 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
             other => panic!("unexpected child {other}"),
         }
     }
+    // Two imapd: IMAP (143) and IMAPS (993).
+    assert_eq!(imapd_spawners.len(), 2, "two imapd services");
+    check_imapd_processes(&sb, &imapd_spawners, &owner, &rcpt, &home);
+
     // Spool ownership follows mail_owner.
     let meta = std::fs::metadata(spool.join("incoming")).unwrap();
     assert_eq!(meta.uid(), owner.uid.as_raw());
@@ -200,4 +229,137 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(header(&text, "Subject").as_deref(), Some("owned"));
     sb.stop();
+}
+
+/// Inodes of every TCP socket on the machine (/proc/net/tcp and tcp6).
+fn tcp_socket_inodes() -> Vec<String> {
+    let mut v = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            if let Some(ino) = l.split_whitespace().nth(9) {
+                v.push(ino.to_string());
+            }
+        }
+    }
+    v
+}
+
+/// Inodes of the sockets a process holds.
+fn socket_inodes(pid: i32) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            let t = target.to_string_lossy();
+            if let Some(ino) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                v.push(ino.to_string());
+            }
+        }
+    }
+    v
+}
+
+/// One IMAP command on a plain connection; the lines up to its tagged answer.
+fn imap_cmd(s: &mut std::net::TcpStream, tag: &str, cmd: &str) -> String {
+    use std::io::Write;
+    s.write_all(format!("{tag} {cmd}\r\n").as_bytes()).unwrap();
+    let mut all = String::new();
+    loop {
+        let l = petrel_tests::imap::read_line(s, Duration::from_secs(20));
+        assert!(!l.is_empty(), "no answer to {cmd}: {all}");
+        all.push_str(&l);
+        if all.lines().any(|x| x.starts_with(&format!("{tag} "))) {
+            return all;
+        }
+    }
+}
+
+/// imapd's processes: the login process is mail_owner without capabilities; a login
+/// starts a session worker as the user's uid; a uid-0 user gets no session.
+fn check_imapd_processes(
+    sb: &petrel_tests::Sandbox,
+    spawners: &[i32],
+    owner: &nix::unistd::User,
+    rcpt: &nix::unistd::User,
+    home: &std::path::Path,
+) {
+    let kids = || -> Vec<(i32, String)> {
+        spawners
+            .iter()
+            .flat_map(|p| petrel_tests::Sandbox::children_of(*p))
+            .collect()
+    };
+    let login: Vec<i32> = kids()
+        .iter()
+        .filter(|(_, n)| n == "imapd-login")
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(login.len(), 2, "one login process per imapd: {:?}", kids());
+    for pid in login {
+        let uid = status_field(pid, "Uid");
+        let want = owner.uid.to_string();
+        assert!(
+            uid.split_whitespace().all(|u| u == want),
+            "imapd-login: Uid {uid}"
+        );
+        assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
+        assert_eq!(status_field(pid, "CapPrm"), "0000000000000000");
+        assert_eq!(status_field(pid, "NoNewPrivs"), "1", "imapd-login");
+    }
+
+    let port = petrel_tests::imap::imap_port(sb);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let greeting = petrel_tests::imap::read_line(&mut s, Duration::from_secs(20));
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    let r = imap_cmd(&mut s, "a1", "LOGIN petrel-e2e-rcpt x");
+    assert!(r.contains("a1 OK"), "login as a system user: {r}");
+    let r = imap_cmd(&mut s, "a2", "SELECT INBOX");
+    assert!(r.contains("a2 OK"), "{r}");
+    let kids = kids();
+    let workers: Vec<i32> = kids
+        .iter()
+        .filter(|(_, n)| n == "imapd-worker")
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(
+        workers.len(),
+        1,
+        "one session worker: {kids:?}\nlog:\n{}",
+        sb.log()
+    );
+    let uid = status_field(workers[0], "Uid");
+    let want = rcpt.uid.to_string();
+    assert!(
+        uid.split_whitespace().all(|u| u == want),
+        "the session runs as the user: Uid {uid}"
+    );
+    let gid = status_field(workers[0], "Gid");
+    assert!(
+        gid.split_whitespace().all(|g| g == rcpt.gid.to_string()),
+        "Gid {gid}"
+    );
+    assert_eq!(status_field(workers[0], "CapEff"), "0000000000000000");
+    assert_eq!(status_field(workers[0], "CapPrm"), "0000000000000000");
+    assert_eq!(status_field(workers[0], "NoNewPrivs"), "1", "imapd-worker");
+    // The Maildir the session created belongs to the user.
+    let md = std::fs::metadata(home.join("Maildir/cur")).unwrap();
+    assert_eq!(md.uid(), rcpt.uid.as_raw(), "Maildir/cur is the user's");
+    let r = imap_cmd(&mut s, "a3", "LOGOUT");
+    assert!(r.contains("a3 OK"), "{r}");
+
+    // A user with uid 0: no session.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = petrel_tests::imap::read_line(&mut s, Duration::from_secs(20));
+    let r = imap_cmd(&mut s, "b1", "LOGIN petrel-e2e-root y");
+    assert!(
+        r.contains("b1 NO"),
+        "a uid-0 user must not get a session: {r}"
+    );
+    assert!(
+        sb.log().contains("mail sessions never run as root"),
+        "the log says why"
+    );
 }

@@ -34,7 +34,23 @@ struct Pending {
     client: String,
     user: String,
     account: Option<crate::db::Account>,
+    /// A [`Request::Login`]: answer a right password with a ticket.
+    ticket: bool,
 }
+
+/// What a ticket stands for, until it is redeemed or expires.
+struct Issued {
+    user: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+    expires: Instant,
+}
+
+/// How long a ticket may wait for its redemption.
+const TICKET_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+/// Tickets outstanding at once; beyond this the oldest are forgotten.
+const MAX_TICKETS: usize = 10_000;
 
 struct Conn {
     stream: UnixStream,
@@ -61,6 +77,7 @@ struct Server {
     /// (when, sequence) → (connection, answer): delayed failure answers.
     timers: BTreeMap<(Instant, u64), (usize, Reply)>,
     timer_seq: u64,
+    tickets: HashMap<String, Issued>,
 }
 
 /// The throttling settings from the configuration.
@@ -117,6 +134,7 @@ pub fn run(d: Daemon) -> Result<(), String> {
         allowed_uids,
         timers: BTreeMap::new(),
         timer_seq: 0,
+        tickets: HashMap::new(),
     };
     // Read it now, so a problem shows in the log at start-up.
     let _ = s.refresh_db();
@@ -264,7 +282,14 @@ impl Server {
                     client,
                     user,
                     password,
-                }) => self.check(t, service, client, user, password),
+                }) => self.check(t, service, client, user, password, false),
+                Incoming::Msg(Request::Login {
+                    service,
+                    client,
+                    user,
+                    password,
+                }) => self.check(t, service, client, user, password, true),
+                Incoming::Msg(Request::Redeem { ticket }) => self.redeem(t, &ticket),
                 Incoming::Msg(Request::Lookup { user }) => self.lookup(t, &user),
                 Incoming::Trigger => {}
             }
@@ -293,7 +318,63 @@ impl Server {
         self.send(t, &reply);
     }
 
-    fn check(&mut self, t: usize, service: String, client: String, user: String, password: String) {
+    /// A ticket for a session spawner: the account, once.
+    fn redeem(&mut self, t: usize, ticket: &str) {
+        let now = Instant::now();
+        self.tickets.retain(|_, i| i.expires > now);
+        let reply = match self.tickets.remove(ticket) {
+            Some(i) => Reply::Ok {
+                user: i.user,
+                uid: i.uid,
+                gid: i.gid,
+                home: i.home,
+            },
+            None => {
+                log::warn!("auth: an unknown or expired ticket was presented");
+                Reply::Fail
+            }
+        };
+        self.send(t, &reply);
+    }
+
+    /// A new ticket for `a`.
+    fn issue(&mut self, a: &crate::db::Account) -> Option<String> {
+        let now = Instant::now();
+        self.tickets.retain(|_, i| i.expires > now);
+        if self.tickets.len() >= MAX_TICKETS {
+            log::warn!("auth: {MAX_TICKETS} session tickets outstanding; refusing another");
+            return None;
+        }
+        let mut raw = [0u8; 16];
+        // SAFETY: getrandom writes at most raw.len() bytes into the buffer it is given.
+        let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
+        if n != raw.len() as isize {
+            log::error!("auth: getrandom failed; no ticket");
+            return None;
+        }
+        let ticket: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        self.tickets.insert(
+            ticket.clone(),
+            Issued {
+                user: a.name.clone(),
+                uid: a.uid,
+                gid: a.gid,
+                home: a.home.clone(),
+                expires: now + TICKET_LIFETIME,
+            },
+        );
+        Some(ticket)
+    }
+
+    fn check(
+        &mut self,
+        t: usize,
+        service: String,
+        client: String,
+        user: String,
+        password: String,
+        ticket: bool,
+    ) {
         let now = Instant::now();
         let who = format!(
             "user=<{}>, service={}, client={}",
@@ -336,6 +417,7 @@ impl Server {
             client,
             user,
             account: None,
+            ticket,
         };
         if let Err(e) = self.refresh_db() {
             self.throttle
@@ -409,15 +491,25 @@ impl Server {
                     clean(&p.service),
                     clean(&p.client)
                 );
-                self.send(
-                    t,
-                    &Reply::Ok {
+                let reply = if p.ticket {
+                    match self.issue(&a) {
+                        Some(ticket) => Reply::Ticket {
+                            user: a.name,
+                            ticket,
+                        },
+                        None => Reply::Temporary {
+                            reason: "no session ticket could be issued".into(),
+                        },
+                    }
+                } else {
+                    Reply::Ok {
                         user: a.name,
                         uid: a.uid,
                         gid: a.gid,
                         home: a.home,
-                    },
-                );
+                    }
+                };
+                self.send(t, &reply);
             }
             (Err(e), _) => {
                 self.throttle.end(now, &p.client, &p.user, Outcome::Neither);

@@ -4,21 +4,35 @@
 //!
 //! DESCRIPTION: imapd speaks IMAP4rev1 (RFC 3501) with LITERAL+, SASL-IR, ID, ENABLE,
 //! IDLE, NAMESPACE, UIDPLUS, MOVE, UNSELECT, CHILDREN, SPECIAL-USE, CONDSTORE and ESEARCH
-//! over the users' Maildir++ folders. One process serves every connection master hands it
-//! with a single mio event loop; several processes (maxproc) share the listening socket.
-//! This program is the loop and the not-authenticated state (CAPABILITY, NOOP, LOGOUT,
-//! STARTTLS, LOGIN, AUTHENTICATE PLAIN, ID); passwords are checked by authd over
-//! `private/auth`; after login every command goes to a `petrel_imap_session::Session`
-//! over the user's `petrel_mailstore::Store` (`home/home_mailbox`, Maildir only).
+//! over the users' Maildir++ folders (`home/home_mailbox`, Maildir only). Passwords are
+//! checked by authd over `private/auth`; after login every command goes to a
+//! `petrel_imap_session::Session` over the user's `petrel_mailstore::Store`.
 //!
-//! IDLE: a connection in IDLE is re-synchronised with its mailbox every 500 ms and sent
-//! what changed (new mail, expunges, flag changes by other sessions).
+//! PROCESSES: imapd is three kinds of process, as Dovecot's imap-login, master and imap:
+//! - the **login process** (`imapd-login`, as mail_owner, no capabilities): every
+//!   connection before login, TLS, and the relay of logged-in TLS connections. After a
+//!   password is right, authd gives it a one-time ticket; it passes the ticket and the
+//!   connection to the spawner;
+//! - the **spawner** (the process master started, `imapd`): root with only CAP_SETUID and
+//!   CAP_SETGID, no network input. It redeems the ticket with authd, which tells it the
+//!   user, uid, gid and home, and passes the connection to the worker of that uid;
+//! - **session workers** (`imapd-worker`, one per uid, as that uid with no
+//!   capabilities): all the sessions of the users of one uid in one event loop, sharing
+//!   their open folders. Sessions never run as root: a user with uid 0 cannot log in.
 //!
-//! LIMITS: a command line is at most 64 KiB, the literals of one command at most
-//! message_size_limit; output waiting for a client stops the reading of its commands
-//! over 256 KiB, and a client that reads nothing for 30 s while output waits (5 s when
-//! over 8 MiB) is disconnected. imapd_timeout (60 s before login) ends silent
-//! connections with `* BYE Autologout`.
+//! Started by a user other than root (a sandbox), nothing changes identity and only users
+//! with that uid can log in.
+//!
+//! IDLE: a worker watches the new/ and cur/ of every folder a connection idles in with
+//! inotify and sends what changed (new mail, expunges, flag changes by other sessions) at
+//! once; every 5 s it also looks without being told, and every 2 minutes an idling client
+//! hears `* OK Still here`.
+//!
+//! LIMITS: a command line is at most 64 KiB; before login a command's literals are at most
+//! 8 KiB, after it message_size_limit; output waiting for a client stops the reading of
+//! its commands over 256 KiB, and a client that reads nothing for 30 s while output waits
+//! (5 s when over 8 MiB) is disconnected. imapd_timeout (60 s before login) ends silent
+//! connections with `* BYE Autologout` (not while in IDLE).
 //!
 //! TLS: with imapd_tls_security_level = may (the default) and a certificate
 //! (imapd_tls_cert_file, by default smtpd_tls_cert_file), STARTTLS is offered (plaintext
@@ -26,29 +40,28 @@
 //! CAPABILITY, NOOP, LOGOUT and STARTTLS; with imapd_tls_wrappermode = yes the
 //! connection is TLS from the first byte (port 993). With imapd_tls_auth_only = yes (the
 //! default) LOGIN and AUTHENTICATE are refused before TLS (`NO [PRIVACYREQUIRED]`,
-//! LOGINDISABLED).
-//!
-//! SECURITY: runs as mail_owner with no capabilities; the certificate and key are read
-//! before the privilege drop. **The per-user privilege split is not implemented yet:**
-//! this first version runs the authenticated session in-process as mail_owner, so it
-//! serves the mailboxes mail_owner can read and write (virtual users, the sandbox), not
-//! system users' homes owned by those users.
+//! LOGINDISABLED). The certificate and key are read as root, before anything else.
 //!
 //! LOGGING: `Login: user=U, rip=IP, tls=VERSION|none` and `Logout: user=U, rip=IP,
-//! in=BYTES, out=BYTES`.
+//! in=BYTES, out=BYTES` (by the worker).
 //!
-//! CONFIGURATION PARAMETERS: home_mailbox, message_size_limit, imapd_timeout,
+//! CONFIGURATION PARAMETERS: home_mailbox, mail_owner, message_size_limit, imapd_timeout,
 //! imapd_tls_auth_only, imapd_tls_cert_file, imapd_tls_key_file,
 //! imapd_tls_security_level, imapd_tls_wrappermode.
 
+mod handoff;
 mod login;
+mod outbuf;
 mod server;
+mod spawner;
+mod worker;
 
 fn main() {
-    // The certificate and key are read before the privilege drop: the key is root's.
+    // Started as root (unpriv n): the spawner stays root with what it needs to become
+    // users. The certificate and key are read before anything is given up.
     let (d, tls) = petrel_daemon::start_with(
         "imapd",
-        petrel_daemon::RootNeeds::Nothing,
+        petrel_daemon::RootNeeds::SplitsItself,
         "mail_owner",
         load_tls,
     );
@@ -59,10 +72,76 @@ fn main() {
     let Some(fd) = d.listener else {
         petrel_log::fatal("no listening socket: imapd must be started by master");
     };
-    let listener = std::net::TcpListener::from(fd);
-    let result = server::Server::new(listener, settings, tls).and_then(|mut s| s.run());
-    if let Err(e) = result {
-        petrel_log::fatal(format!("imapd: {e}"));
+    let switch = nix::unistd::geteuid().is_root() && d.privileged;
+    let login_user = if switch {
+        match petrel_daemon::mail_owner(&d.cfg) {
+            Ok(u) => Some(u),
+            Err(e) => petrel_log::fatal(e),
+        }
+    } else {
+        None
+    };
+    raise_fd_limit();
+    // The spawner's line to authd, opened while the socket can still be reached.
+    let authd = match spawner::connect_authd() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("{e}; will try again at the first login");
+            None
+        }
+    };
+    let (spawner_end, login_end) = match handoff::pair() {
+        Ok(p) => p,
+        Err(e) => petrel_log::fatal(format!("socketpair: {e}")),
+    };
+    let parent = nix::unistd::getpid();
+    // SAFETY: nothing has started a thread in this process yet.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(spawner_end);
+            drop(authd);
+            petrel_daemon::die_with(parent);
+            spawner::set_name("imapd-login");
+            if let Some((uid, gid)) = login_user {
+                if let Err(e) = petrel_daemon::become_user(uid, gid) {
+                    petrel_log::fatal(format!("login process: {e}"));
+                }
+            }
+            let listener = std::net::TcpListener::from(fd);
+            let result =
+                server::Server::new(listener, settings, tls, login_end).and_then(|mut s| s.run());
+            if let Err(e) = result {
+                petrel_log::fatal(format!("imapd login process: {e}"));
+            }
+        }
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            drop(fd);
+            drop(login_end);
+            drop(tls);
+            if switch {
+                if let Err(e) = petrel_daemon::keep_only(&[
+                    caps::Capability::CAP_SETUID,
+                    caps::Capability::CAP_SETGID,
+                ]) {
+                    petrel_log::fatal(format!("spawner: {e}"));
+                }
+            }
+            let result = spawner::Spawner::new(spawner_end, authd, switch, settings).run();
+            if let Err(e) = result {
+                petrel_log::fatal(format!("imapd spawner: {e}"));
+            }
+            // The login process ended (it logged why); master starts imapd again.
+            std::process::exit(1);
+        }
+        Err(e) => petrel_log::fatal(format!("fork: {e}")),
+    }
+}
+
+/// Every connection of a worker is a descriptor: allow as many as the hard limit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 

@@ -1,40 +1,36 @@
-//! imapd's event loop: one mio loop for every client of this process. A client costs a
-//! socket, a command reader, an output buffer and, once logged in, a session — no
-//! thread, no process. A login in progress has its own stream to authd.
+//! The login process's event loop: one mio loop for every client before login, as
+//! mail_owner with no capabilities. A client costs a socket, a command reader and an
+//! output buffer; a login in progress has its own stream to authd. After a login the
+//! connection goes to the spawner (see `handoff`): a plaintext one for good, a TLS one
+//! through a socket pair this loop relays to (TLS stays here, the session never sees it).
 
+use crate::handoff::{self, Answer, ConnState, Received};
 use crate::login::{self, Settings, TlsLevel, PREAUTH_TIMEOUT};
-use mio::net::{TcpListener, TcpStream};
+use crate::outbuf::{Outbuf, PAUSE_OUT};
+use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use petrel_daemon::authd::AuthLink;
 use petrel_imap_proto::{parse_command, CommandKind, CommandReader, ReadEvent};
 use petrel_imap_session::session::Session;
 use petrel_ipc::auth;
 use petrel_tls::{ServerConfig, Transport};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
-/// Tokens per connection: client socket, authd stream.
+const SPAWNER: Token = Token(1);
+/// Tokens per connection: client socket, authd stream (later the relay socket).
 const STRIDE: usize = 2;
 /// The longest command line (all the lines of one command together).
 const MAX_LINE: usize = 64 * 1024;
-/// Stop reading a client's commands while this much output waits for it.
-const PAUSE_OUT: usize = 256 * 1024;
-/// Output over this that the client has not read from for [`KILL_STALL`] ends the
-/// connection.
-const KILL_OUT: usize = 8 * 1024 * 1024;
-/// See [`KILL_OUT`].
-const KILL_STALL: Duration = Duration::from_secs(5);
-/// Any output the client has not read from for this long ends the connection.
-const WRITE_STALL: Duration = Duration::from_secs(30);
-/// How often a connection in IDLE is re-synchronised with its mailbox.
-const IDLE_POLL: Duration = Duration::from_millis(500);
+/// The literals of one command before login (LOGIN's user name and password).
+const PREAUTH_LITERAL: u64 = 8 * 1024;
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
-/// A drained output buffer bigger than this is given back to the allocator.
-const KEEP_OUT_CAPACITY: usize = 1024 * 1024;
 
 /// Where a connection is in the protocol.
 enum State {
@@ -45,8 +41,22 @@ enum State {
     SaslWait { tag: String },
     /// The command with this tag waits for authd's answer; nothing else is read.
     Authd { tag: String },
-    /// Logged in.
-    Session(Box<Session>),
+    /// Handed to the spawner (request `id`); waiting for its answer. For a TLS
+    /// connection, `peer` is this end of the relay socket pair.
+    Handoff {
+        id: u64,
+        tag: String,
+        peer: Option<UnixStream>,
+    },
+    /// Logged in over TLS: plaintext goes to and from the session worker through `peer`.
+    Relay(Relay),
+}
+
+/// The plaintext side of a TLS connection whose session runs in a worker.
+struct Relay {
+    peer: UnixStream,
+    /// Client input for the worker, not written yet.
+    to_peer: Vec<u8>,
 }
 
 struct Conn {
@@ -59,35 +69,20 @@ struct Conn {
     /// The TLS version once the handshake is done.
     tls_version: Option<String>,
     ip: IpAddr,
-    /// Output; bytes before `out_pos` are sent.
-    out: Vec<u8>,
-    out_pos: usize,
+    out: Outbuf,
     reader: CommandReader,
     /// The connection to authd while a login waits for it.
     authd: Option<AuthLink>,
     state: State,
-    /// The session is in IDLE: poll it for updates.
-    idling: bool,
-    user: Option<String>,
     /// Last input from the client.
     last: Instant,
-    /// Last progress writing to the client (or when output started to wait).
-    last_write: Instant,
     closing: bool,
     bytes_in: u64,
-    bytes_out: u64,
 }
 
 impl Conn {
-    fn pending(&self) -> usize {
-        self.out.len() - self.out_pos
-    }
-
     fn send(&mut self, b: &[u8]) {
-        if self.pending() == 0 {
-            self.last_write = Instant::now();
-        }
-        self.out.extend_from_slice(b);
+        self.out.send(b);
     }
 
     fn tls_active(&self) -> bool {
@@ -99,41 +94,16 @@ impl Conn {
         !self.closing
             && !self.starttls_pending
             && !self.handshaking
-            && !matches!(self.state, State::Authd { .. })
-            && self.pending() <= PAUSE_OUT
+            && matches!(self.state, State::PreAuth | State::SaslWait { .. })
+            && self.out.pending() <= PAUSE_OUT
     }
 
     /// Writes what it can of the output.
     fn write_out(&mut self) -> io::Result<()> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Ok(());
-        };
-        while self.out_pos < self.out.len() {
-            match stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out_pos += n;
-                    self.bytes_out += n as u64;
-                    self.last_write = Instant::now();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        match self.stream.as_mut() {
+            Some(stream) => self.out.write_to(stream),
+            None => Ok(()),
         }
-        if self.out_pos == self.out.len() {
-            if self.out.capacity() > KEEP_OUT_CAPACITY {
-                self.out = Vec::new();
-            } else {
-                self.out.clear();
-            }
-            self.out_pos = 0;
-        } else if self.out_pos >= READ_CHUNK && self.out_pos >= self.out.len() / 2 {
-            // The unsent bytes stay the same bytes: a blocked TLS write may be retried.
-            self.out.drain(..self.out_pos);
-            self.out_pos = 0;
-        }
-        Ok(())
     }
 }
 
@@ -145,6 +115,13 @@ pub struct Server {
     next: usize,
     s: Settings,
     tls: Option<ServerConfig>,
+    /// The socket to the spawner, and requests waiting to be sent on it.
+    spawner: OwnedFd,
+    to_spawner: VecDeque<(Vec<u8>, OwnedFd)>,
+    /// Hand-over requests in flight: id → connection.
+    handoffs: HashMap<u64, usize>,
+    next_id: u64,
+    buf: Vec<u8>,
 }
 
 impl Server {
@@ -153,12 +130,18 @@ impl Server {
         listener: std::net::TcpListener,
         s: Settings,
         tls: Option<ServerConfig>,
+        spawner: OwnedFd,
     ) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(
+            &mut SourceFd(&spawner.as_raw_fd()),
+            SPAWNER,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         Ok(Server {
             poll,
             listener,
@@ -166,6 +149,11 @@ impl Server {
             next: STRIDE,
             s,
             tls,
+            spawner,
+            to_spawner: VecDeque::new(),
+            handoffs: HashMap::new(),
+            next_id: 1,
+            buf: vec![0u8; handoff::MAX_MESSAGE],
         })
     }
 
@@ -173,9 +161,8 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
-        let mut last_idle = Instant::now();
         loop {
-            match self.poll.poll(&mut events, Some(IDLE_POLL / 2)) {
+            match self.poll.poll(&mut events, Some(Duration::from_secs(1))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -183,15 +170,16 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
+                    SPAWNER => {
+                        if !self.spawner_event() {
+                            return Err(io::Error::other("the spawner went away"));
+                        }
+                    }
                     Token(t) => match t % STRIDE {
                         0 => self.client_event(t),
-                        _ => self.authd_event(t - 1),
+                        _ => self.second_event(t - 1),
                     },
                 }
-            }
-            if last_idle.elapsed() >= IDLE_POLL {
-                last_idle = Instant::now();
-                self.idle_updates();
             }
             if last_sweep.elapsed() >= Duration::from_secs(1) {
                 last_sweep = Instant::now();
@@ -257,18 +245,13 @@ impl Server {
                 starttls_pending: false,
                 tls_version: None,
                 ip,
-                out: Vec::new(),
-                out_pos: 0,
-                reader: CommandReader::new(MAX_LINE, self.s.max_literal),
+                out: Outbuf::new(now),
+                reader: CommandReader::new(MAX_LINE, PREAUTH_LITERAL),
                 authd: None,
                 state: State::PreAuth,
-                idling: false,
-                user: None,
                 last: now,
-                last_write: now,
                 closing: false,
                 bytes_in: 0,
-                bytes_out: 0,
             };
             let greeting = format!(
                 "* OK [CAPABILITY {}] Petrel IMAP ready.\r\n",
@@ -283,6 +266,10 @@ impl Server {
     /// Reads, processes and answers until the client has nothing more for us or must wait.
     fn client_event(&mut self, t: usize) {
         if !self.drive_handshake(t) {
+            return;
+        }
+        if matches!(self.conns.get(&t).map(|c| &c.state), Some(State::Relay(_))) {
+            self.relay(t);
             return;
         }
         let mut buf = vec![0u8; READ_CHUNK];
@@ -360,23 +347,6 @@ impl Server {
             return;
         };
         match &mut c.state {
-            State::Session(session) => {
-                let cmd = match parse_command(bytes) {
-                    Ok(cmd) => cmd,
-                    Err(e) => {
-                        let tag = e.tag.clone().unwrap_or_else(|| "*".into());
-                        let word = if e.is_badcharset() { "NO" } else { "BAD" };
-                        c.send(format!("{tag} {word} {}\r\n", e.text).as_bytes());
-                        return;
-                    }
-                };
-                let o = session.handle(cmd);
-                c.idling = o.idling;
-                if o.logout {
-                    c.closing = true;
-                }
-                c.send(&o.out);
-            }
             State::SaslWait { tag } => {
                 let tag = std::mem::take(tag);
                 c.state = State::PreAuth;
@@ -391,8 +361,8 @@ impl Server {
                 self.auth_plain(t, tag, &resp);
             }
             State::PreAuth => self.preauth_command(t, bytes),
-            // Not reached: nothing is read while authd is asked.
-            State::Authd { .. } => {}
+            // Not reached: nothing is read while authd or the spawner is asked, or after.
+            State::Authd { .. } | State::Handoff { .. } | State::Relay(_) => {}
         }
     }
 
@@ -405,7 +375,6 @@ impl Server {
         let tls_possible = self.tls.is_some();
         let level = self.s.tls_level;
         let auth_only = self.s.auth_only;
-        let max_literal = self.s.max_literal;
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
@@ -439,7 +408,7 @@ impl Server {
                     c.starttls_pending = true;
                     // Whatever was pipelined after STARTTLS came in plaintext: drop it
                     // (CVE-2011-0411).
-                    c.reader = CommandReader::new(MAX_LINE, max_literal);
+                    c.reader = CommandReader::new(MAX_LINE, PREAUTH_LITERAL);
                 }
             }
             CommandKind::Done => c.send(b"* BAD Not idling\r\n"),
@@ -467,6 +436,7 @@ impl Server {
                     self.auth_plain(t, tag, &resp);
                 } else {
                     c.send(b"+ \r\n");
+                    c.reader.expect_response();
                     c.state = State::SaslWait { tag };
                 }
             }
@@ -491,7 +461,7 @@ impl Server {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
-        let req = auth::Request::Check {
+        let req = auth::Request::Login {
             service: "imapd".into(),
             client: c.ip.to_string(),
             user,
@@ -518,6 +488,15 @@ impl Server {
         }
     }
 
+    /// An event on a connection's second socket: authd's, or the relay's.
+    fn second_event(&mut self, t: usize) {
+        match self.conns.get(&t).map(|c| &c.state) {
+            Some(State::Relay(_)) => self.relay(t),
+            Some(State::Authd { .. }) => self.authd_event(t),
+            _ => {}
+        }
+    }
+
     fn authd_event(&mut self, t: usize) {
         let reply = self
             .conns
@@ -534,7 +513,7 @@ impl Server {
         self.client_event(t);
     }
 
-    /// authd answered: log in, or say why not.
+    /// authd answered: hand the connection over, or say why not.
     fn finish_auth(&mut self, t: usize, reply: auth::Reply) {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
@@ -543,28 +522,12 @@ impl Server {
             return;
         };
         let answer = match reply {
-            auth::Reply::Ok { user, home, .. } => {
-                match open_session(&self.s.home_mailbox, &user, &home) {
-                    Ok(session) => {
-                        log::info!(
-                            "Login: user={user}, rip={}, tls={}",
-                            c.ip,
-                            c.tls_version.as_deref().unwrap_or("none")
-                        );
-                        c.state = State::Session(Box::new(session));
-                        c.user = Some(user);
-                        format!(
-                            "{tag} OK [CAPABILITY {}] Logged in\r\n",
-                            Session::capabilities()
-                        )
-                    }
-                    Err(e) => {
-                        log::error!("cannot open the mailbox of {user}: {e}");
-                        format!("{tag} NO [SERVERBUG] Cannot open your mailbox; see the server log.\r\n")
-                    }
-                }
+            auth::Reply::Ticket { ticket, .. } => {
+                self.hand_over(t, tag, ticket);
+                return;
             }
-            auth::Reply::Fail => {
+            // Not asked for (Login is answered with a ticket): treated as a failure.
+            auth::Reply::Ok { .. } | auth::Reply::Fail => {
                 format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
             }
             auth::Reply::Throttled => {
@@ -578,6 +541,261 @@ impl Server {
         c.send(answer.as_bytes());
     }
 
+    /// A login succeeded: the connection goes to the spawner with authd's ticket. A
+    /// plaintext connection goes as it is (its socket); a TLS one as one end of a socket
+    /// pair this process relays to.
+    fn hand_over(&mut self, t: usize, tag: String, ticket: String) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let (fd, peer, output) = if c.tls_active() {
+            let pair = std::os::unix::net::UnixStream::pair().and_then(|(a, b)| {
+                a.set_nonblocking(true)?;
+                Ok((a, b))
+            });
+            let (mine, theirs) = match pair {
+                Ok(p) => p,
+                Err(e) => {
+                    log::warn!("socketpair: {e}");
+                    c.send(format!("{tag} NO [UNAVAILABLE] Internal error.\r\n").as_bytes());
+                    return;
+                }
+            };
+            let mut mine = UnixStream::from_std(mine);
+            if let Err(e) = self.poll.registry().register(
+                &mut mine,
+                Token(t + 1),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::warn!("register the relay socket: {e}");
+                c.send(format!("{tag} NO [UNAVAILABLE] Internal error.\r\n").as_bytes());
+                return;
+            }
+            (OwnedFd::from(theirs), Some(mine), Vec::new())
+        } else {
+            // The socket itself goes: this process must not touch it any more.
+            let Some(Transport::Plain(tcp)) = c.stream.as_mut() else {
+                return;
+            };
+            let _ = self.poll.registry().deregister(tcp);
+            let fd = match nix::unistd::dup(&*tcp) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    log::warn!("dup: {e}");
+                    c.closing = true;
+                    return;
+                }
+            };
+            (fd, None, c.out.take())
+        };
+        let conn = ConnState {
+            tag: tag.clone(),
+            leftover: c.reader.take_unread(),
+            output,
+            ip: c.ip.to_string(),
+            tls: c.tls_version.clone(),
+            bytes_in: c.bytes_in,
+            bytes_out: c.out.bytes_out,
+        };
+        c.state = State::Handoff { id, tag, peer };
+        let req = handoff::Login { id, ticket, conn };
+        match postcard::to_stdvec(&req) {
+            Ok(bytes) => {
+                self.handoffs.insert(id, t);
+                self.to_spawner.push_back((bytes, fd));
+                self.flush_spawner();
+            }
+            Err(e) => {
+                log::warn!("encode a hand-over: {e}");
+                self.handoff_failed(t);
+            }
+        }
+    }
+
+    /// Sends what waits for the spawner.
+    fn flush_spawner(&mut self) {
+        while let Some((bytes, fd)) = self.to_spawner.front() {
+            match handoff::send_bytes(&self.spawner, bytes, Some(fd.as_raw_fd()), true) {
+                Ok(()) => {
+                    self.to_spawner.pop_front();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("to the spawner: {e}");
+                    if let Some((bytes, _)) = self.to_spawner.pop_front() {
+                        if let Ok(req) = postcard::from_bytes::<handoff::Login>(&bytes) {
+                            if let Some(t) = self.handoffs.remove(&req.id) {
+                                self.handoff_failed(t);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers from the spawner. False when it has gone away.
+    fn spawner_event(&mut self) -> bool {
+        self.flush_spawner();
+        loop {
+            match handoff::recv::<Answer>(&self.spawner, &mut self.buf, true) {
+                Ok(Received::Msg(a, _)) => {
+                    let Some(t) = self.handoffs.remove(&a.id) else {
+                        continue;
+                    };
+                    match a.error {
+                        None => self.handed_over(t),
+                        Some(_) => self.handoff_failed(t),
+                    }
+                }
+                Ok(Received::Nothing) => return true,
+                Ok(Received::Closed) => return false,
+                Err(e) => {
+                    log::warn!("from the spawner: {e}");
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// The worker has the connection: forget a plaintext one, relay a TLS one.
+    fn handed_over(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let State::Handoff { peer, .. } = std::mem::replace(&mut c.state, State::PreAuth) else {
+            return;
+        };
+        match peer {
+            None => {
+                // Closing our copy of the socket leaves the worker's open.
+                self.conns.remove(&t);
+            }
+            Some(peer) => {
+                c.state = State::Relay(Relay {
+                    peer,
+                    to_peer: Vec::new(),
+                });
+                self.relay(t);
+            }
+        }
+    }
+
+    /// The hand-over failed: the client hears so and the connection ends.
+    fn handoff_failed(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let State::Handoff { tag, peer, .. } = std::mem::replace(&mut c.state, State::PreAuth)
+        else {
+            return;
+        };
+        if let Some(mut p) = peer {
+            let _ = self.poll.registry().deregister(&mut p);
+        }
+        if let Some(Transport::Plain(tcp)) = c.stream.as_mut() {
+            let _ = self.poll.registry().register(
+                tcp,
+                Token(t),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+        }
+        c.send(
+            format!(
+                "{tag} NO [UNAVAILABLE] Your session could not be started; try again later.\r\n* BYE Internal error\r\n"
+            )
+            .as_bytes(),
+        );
+        c.closing = true;
+        self.flush(t);
+    }
+
+    /// Moves bytes between a TLS client and its session worker until neither side has
+    /// more for the other (or the one that should take them is full).
+    fn relay(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let buf = &mut self.buf;
+        let mut end = false;
+        loop {
+            let mut progress = false;
+            let State::Relay(r) = &mut c.state else {
+                return;
+            };
+            // Client → worker.
+            if r.to_peer.len() < PAUSE_OUT {
+                if let Some(stream) = c.stream.as_mut() {
+                    match stream.read(&mut buf[..READ_CHUNK]) {
+                        Ok(0) => end = true,
+                        Ok(n) => {
+                            c.bytes_in += n as u64;
+                            c.last = Instant::now();
+                            r.to_peer.extend_from_slice(&buf[..n]);
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                        Err(_) => end = true,
+                    }
+                }
+            }
+            while !r.to_peer.is_empty() {
+                match r.peer.write(&r.to_peer) {
+                    Ok(0) => {
+                        end = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        r.to_peer.drain(..n);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        end = true;
+                        break;
+                    }
+                }
+            }
+            if r.to_peer.capacity() > 16 * 1024 && r.to_peer.is_empty() {
+                r.to_peer = Vec::new();
+            }
+            // Worker → client.
+            if c.out.pending() < PAUSE_OUT {
+                match r.peer.read(&mut buf[..READ_CHUNK]) {
+                    Ok(0) => {
+                        // The session ended: what it said goes out, then the connection.
+                        c.closing = true;
+                    }
+                    Ok(n) => {
+                        c.out.send(&buf[..n]);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(_) => c.closing = true,
+                }
+            }
+            let before = c.out.pending();
+            if c.write_out().is_err() {
+                end = true;
+            }
+            if c.out.pending() < before {
+                progress = true;
+            }
+            if end || (c.closing && c.out.pending() == 0) {
+                break;
+            }
+            if !progress {
+                return;
+            }
+        }
+        self.close(t);
+    }
+
     fn flush(&mut self, t: usize) {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
@@ -589,11 +807,11 @@ impl Server {
             self.close(t);
             return;
         }
-        if c.closing && c.pending() == 0 {
+        if c.closing && c.out.pending() == 0 {
             self.close(t);
             return;
         }
-        if c.starttls_pending && c.pending() == 0 {
+        if c.starttls_pending && c.out.pending() == 0 {
             self.switch_to_tls(t);
         }
     }
@@ -655,46 +873,18 @@ impl Server {
         }
     }
 
-    /// IDLE: what changed in the mailboxes of the connections that wait for it.
-    fn idle_updates(&mut self) {
-        let idle: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.idling && !c.closing && c.pending() <= PAUSE_OUT)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in idle {
-            let Some(c) = self.conns.get_mut(&t) else {
-                continue;
-            };
-            let State::Session(session) = &mut c.state else {
-                continue;
-            };
-            match session.updates() {
-                Ok(b) if !b.is_empty() => {
-                    c.send(&b);
-                    self.flush(t);
-                }
-                Ok(_) => {}
-                Err(e) => log::warn!("IDLE update for {}: {e}", session.user()),
-            }
-        }
-    }
-
     /// Timeouts, and clients that do not read their output.
     fn sweep(&mut self) {
         let mut stalled = Vec::new();
         let mut idle = Vec::new();
         for (&t, c) in &self.conns {
-            let p = c.pending();
-            let w = c.last_write.elapsed();
-            if (p > 0 && w > WRITE_STALL) || (p > KILL_OUT && w > KILL_STALL) {
+            if c.out.stalled() {
                 stalled.push(t);
                 continue;
             }
             let limit = match c.state {
-                State::Session(_) => self.s.timeout,
-                State::Authd { .. } => continue,
+                // The worker times the session out; the relay ends when it does.
+                State::Authd { .. } | State::Handoff { .. } | State::Relay(_) => continue,
                 _ => PREAUTH_TIMEOUT,
             };
             if !c.closing && c.last.elapsed() > limit {
@@ -706,7 +896,7 @@ impl Server {
                 log::warn!(
                     "{} does not read its replies ({} bytes waiting); disconnecting",
                     c.ip,
-                    c.pending()
+                    c.out.pending()
                 );
             }
             self.close(t);
@@ -723,7 +913,6 @@ impl Server {
             }
             c.send(b"* BYE Autologout; idle for too long\r\n");
             c.closing = true;
-            c.idling = false;
             self.flush(t);
         }
     }
@@ -741,21 +930,17 @@ impl Server {
         if let Some(l) = c.authd.take() {
             l.close(self.poll.registry());
         }
-        if let Some(user) = &c.user {
-            log::info!(
-                "Logout: user={user}, rip={}, in={}, out={}",
-                c.ip,
-                c.bytes_in,
-                c.bytes_out
-            );
+        match c.state {
+            State::Relay(mut r) => {
+                let _ = self.poll.registry().deregister(&mut r.peer);
+            }
+            State::Handoff { id, peer, .. } => {
+                self.handoffs.remove(&id);
+                if let Some(mut p) = peer {
+                    let _ = self.poll.registry().deregister(&mut p);
+                }
+            }
+            _ => {}
         }
     }
-}
-
-/// The user's store and session, as mail_owner (no per-user privilege split yet).
-fn open_session(home_mailbox: &str, user: &str, home: &str) -> Result<Session, String> {
-    let path = login::maildir_path(home, home_mailbox)?;
-    let store =
-        petrel_mailstore::Store::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Session::new(store, user).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -165,13 +165,16 @@ local              unix  -       n      n      -      4       local
         s.push_str("smtp               unix  -       -      n      -      1       smtp\n");
         s.push_str("lmtp               unix  -       -      n      -      1       smtp\n");
     }
-    let line = |s: &mut String, port: u32, cmd: &str| {
+    // `unpriv`: `-` for a service that becomes mail_owner, `n` for one that starts as
+    // root and gives up what it must itself (imapd, which starts sessions as users).
+    let line_as = |s: &mut String, port: u32, unpriv: &str, cmd: &str| {
         let name = format!("127.0.0.1:{port}");
         let _ = writeln!(
             s,
-            "{name:<18} inet  n       -      n      -      1       {cmd}"
+            "{name:<18} inet  n       {unpriv}      n      -      1       {cmd}"
         );
     };
+    let line = |s: &mut String, port: u32, cmd: &str| line_as(s, port, "-", cmd);
     if has("smtpd") {
         s.push_str("\n# SMTP\n");
         line(&mut s, base + 25, "smtpd");
@@ -189,9 +192,14 @@ local              unix  -       n      n      -      4       local
     }
     if has("imapd") {
         s.push_str("\n# IMAP (STARTTLS; LOGIN only after it) and IMAPS (implicit TLS)\n");
-        line(&mut s, base + 143, "imapd");
+        line_as(&mut s, base + 143, "n", "imapd");
         ports.push(("IMAP", base + 143));
-        line(&mut s, base + 993, "imapd -o imapd_tls_wrappermode=yes");
+        line_as(
+            &mut s,
+            base + 993,
+            "n",
+            "imapd -o imapd_tls_wrappermode=yes",
+        );
         ports.push(("IMAPS", base + 993));
     }
     if has("pop3d") {

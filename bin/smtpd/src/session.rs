@@ -208,7 +208,7 @@ impl Session {
         let mechanism = self.pending_mech;
         self.state = State::Command;
         match r {
-            AuthReply::Ok { user, .. } => {
+            AuthReply::Ok { user, .. } | AuthReply::Ticket { user, .. } => {
                 log::info!(
                     "{}: sasl_method={mechanism}, sasl_username={user}",
                     self.client()

@@ -35,6 +35,10 @@ pub enum RootNeeds {
     Nothing,
     /// Switching to recipients' uids and reading their homes (local delivery).
     SwitchUsers,
+    /// Everything, for a program that splits itself at once into processes that each
+    /// give up what they do not need (imapd: its login process becomes mail_owner, its
+    /// spawner keeps CAP_SETUID and CAP_SETGID).
+    SplitsItself,
 }
 
 /// A started daemon.
@@ -223,7 +227,7 @@ fn drop_privileges(
     needs: RootNeeds,
     owner_param: &str,
 ) -> Result<(), String> {
-    use caps::{CapSet, Capability};
+    use caps::Capability;
     // Look the user up while /etc/passwd is still in sight.
     let owner = if p.unpriv {
         Some(owner(cfg, owner_param)?)
@@ -236,49 +240,85 @@ fn drop_privileges(
         std::env::set_current_dir("/").map_err(|e| format!("chdir / in chroot: {e}"))?;
     }
     if let Some((uid, gid)) = owner {
-        nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
-        nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid: {e}"))?;
-        nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid: {e}"))?;
-        // Becoming a non-root uid empties the permitted and effective sets; make sure, and
-        // empty the rest, so nothing can come back through exec.
-        let _ = caps::clear(None, CapSet::Ambient);
-        let _ = caps::clear(None, CapSet::Inheritable);
-        if !caps::read(None, CapSet::Effective)
-            .map(|s| s.is_empty())
-            .unwrap_or(false)
-        {
-            return Err("capabilities survived the uid change".into());
-        }
-        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
-        return Ok(());
+        return become_user(uid, gid);
     }
     match needs {
         RootNeeds::Nothing => Err(format!(
             "service {} must run unprivileged: set unpriv to y or - in services.conf",
             p.service
         )),
-        RootNeeds::SwitchUsers => {
-            let keep: std::collections::HashSet<Capability> = [
-                Capability::CAP_SETUID,
-                Capability::CAP_SETGID,
-                Capability::CAP_CHOWN,
-                Capability::CAP_DAC_OVERRIDE,
-                Capability::CAP_DAC_READ_SEARCH,
-                Capability::CAP_FOWNER,
-            ]
-            .into_iter()
-            .collect();
-            for c in caps::all() {
-                if !keep.contains(&c) {
-                    let _ = caps::drop(None, CapSet::Bounding, c);
-                }
-            }
-            caps::set(None, CapSet::Effective, &keep).map_err(|e| format!("capset: {e}"))?;
-            caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("capset: {e}"))?;
-            let _ = caps::clear(None, CapSet::Inheritable);
-            let _ = caps::clear(None, CapSet::Ambient);
-            Ok(())
+        RootNeeds::SwitchUsers => keep_only(&[
+            Capability::CAP_SETUID,
+            Capability::CAP_SETGID,
+            Capability::CAP_CHOWN,
+            Capability::CAP_DAC_OVERRIDE,
+            Capability::CAP_DAC_READ_SEARCH,
+            Capability::CAP_FOWNER,
+        ]),
+        RootNeeds::SplitsItself => Ok(()),
+    }
+}
+
+/// Becomes `uid`/`gid` for good (real, effective and saved ids; `gid` the only group),
+/// with no capabilities left in any set and `no_new_privs`. For a root process (or one
+/// holding CAP_SETUID and CAP_SETGID) that hands work to a user: imapd's login process
+/// and its per-user session workers.
+pub fn become_user(uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<(), String> {
+    use caps::CapSet;
+    nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {gid}: {e}"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {uid}: {e}"))?;
+    // Becoming a non-root uid empties the permitted and effective sets; make sure, and
+    // empty the rest, so nothing can come back through exec.
+    let _ = caps::clear(None, CapSet::Ambient);
+    let _ = caps::clear(None, CapSet::Inheritable);
+    if !uid.is_root() {
+        let _ = caps::clear(None, CapSet::Effective);
+        let _ = caps::clear(None, CapSet::Permitted);
+    }
+    if !caps::read(None, CapSet::Effective)
+        .map(|s| s.is_empty())
+        .unwrap_or(false)
+    {
+        return Err("capabilities survived the uid change".into());
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    Ok(())
+}
+
+/// Keeps only the capabilities `keep` (effective, permitted and bounding sets; nothing
+/// inheritable or ambient). The process stays root.
+pub fn keep_only(keep: &[caps::Capability]) -> Result<(), String> {
+    use caps::CapSet;
+    let keep: std::collections::HashSet<caps::Capability> = keep.iter().copied().collect();
+    for c in caps::all() {
+        if !keep.contains(&c) {
+            let _ = caps::drop(None, CapSet::Bounding, c);
         }
+    }
+    caps::set(None, CapSet::Effective, &keep).map_err(|e| format!("capset: {e}"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("capset: {e}"))?;
+    let _ = caps::clear(None, CapSet::Inheritable);
+    let _ = caps::clear(None, CapSet::Ambient);
+    Ok(())
+}
+
+/// Asks the kernel to send SIGTERM to this process when its parent dies (for the helper
+/// processes a daemon forks: they must not outlive it). Exits at once if the parent is
+/// already gone (`parent` is the pid it had before the fork).
+pub fn die_with(parent: nix::unistd::Pid) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and affects only this process.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
+    if nix::unistd::getppid() != parent {
+        std::process::exit(0);
     }
 }
 

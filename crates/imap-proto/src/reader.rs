@@ -78,7 +78,13 @@ pub struct CommandReader {
     line_bytes: usize,
     /// Literal bytes announced in this command so far.
     literal_bytes: u64,
+    /// The next line is a continuation response (AUTHENTICATE): an empty one counts.
+    expect_response: bool,
 }
+
+/// A consumed input buffer bigger than this is given back to the allocator, so an idle
+/// connection does not keep the memory of its biggest command.
+const KEEP_CAPACITY: usize = 16 * 1024;
 
 impl CommandReader {
     /// A reader for commands whose lines together are at most `max_line` bytes (e.g. 64
@@ -95,7 +101,15 @@ impl CommandReader {
             cmd: Vec::new(),
             line_bytes: 0,
             literal_bytes: 0,
+            expect_response: false,
         }
+    }
+
+    /// The next line answers a `+` continuation request (AUTHENTICATE's SASL exchange):
+    /// it comes out as a [`ReadEvent::Command`] even when it is empty (an empty SASL
+    /// response), instead of being skipped as a blank line between commands.
+    pub fn expect_response(&mut self) {
+        self.expect_response = true;
     }
 
     /// Adds bytes read from the socket.
@@ -115,6 +129,17 @@ impl CommandReader {
         self.buf.len() - self.start + self.cmd.len()
     }
 
+    /// The input not taken by a command yet, removed from the reader: to hand the
+    /// connection to another process between two commands (nothing is lost when no
+    /// command is partly read, see [`CommandReader::in_command`]).
+    pub fn take_unread(&mut self) -> Vec<u8> {
+        let v = self.buf.split_off(self.start);
+        self.buf = Vec::new();
+        self.start = 0;
+        self.scanned = 0;
+        v
+    }
+
     /// Whether a command is partly read (the server should not, e.g., time out an IDLE
     /// as if nothing were happening).
     pub fn in_command(&self) -> bool {
@@ -125,7 +150,11 @@ impl CommandReader {
         self.start += n;
         self.scanned = 0;
         if self.start == self.buf.len() {
-            self.buf.clear();
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             self.start = 0;
         }
     }
@@ -243,8 +272,12 @@ impl CommandReader {
         }
         if self.cmd.is_empty() && content_len == 0 {
             self.consume(end + 1);
+            if std::mem::take(&mut self.expect_response) {
+                return Some(Some(ReadEvent::Command(Vec::new())));
+            }
             return None;
         }
+        self.expect_response = false;
         let literal = literal_marker(content);
         let tag = literal.is_some().then(|| self.tag_of(content)).flatten();
         self.cmd.extend_from_slice(content);
@@ -348,6 +381,41 @@ mod tests {
             literal_marker(b"a {99999999999999999999999}"),
             Some((None, true))
         );
+    }
+
+    #[test]
+    fn an_empty_continuation_response_is_a_line() {
+        let mut r = CommandReader::new(100, 100);
+        r.push(b"\r\n");
+        assert_eq!(events(&mut r), vec![]);
+        r.expect_response();
+        r.push(b"\r\n\r\na NOOP\r\n");
+        assert_eq!(events(&mut r), vec![cmd(""), cmd("a NOOP")]);
+        r.expect_response();
+        r.push(b"AGRlbW8Ac2VjcmV0\r\n\r\n");
+        assert_eq!(events(&mut r), vec![cmd("AGRlbW8Ac2VjcmV0")]);
+    }
+
+    #[test]
+    fn unread_input_can_be_taken_between_commands() {
+        let mut r = CommandReader::new(100, 100);
+        r.push(b"a LOGIN u p\r\nb SELECT {5}\r\n");
+        assert_eq!(events(&mut r)[..1], [cmd("a LOGIN u p")][..]);
+        let mut r = CommandReader::new(100, 100);
+        r.push(b"a LOGIN u p\r\nb SELECT {5}\r\n");
+        assert_eq!(r.next(), Some(cmd("a LOGIN u p")));
+        assert!(!r.in_command());
+        assert_eq!(r.take_unread(), b"b SELECT {5}\r\n");
+        assert_eq!(r.next(), None);
+    }
+
+    #[test]
+    fn a_big_command_does_not_stay_in_memory() {
+        let mut r = CommandReader::new(1 << 20, 1 << 20);
+        let long = format!("a NOOP {}\r\n", "x".repeat(200_000));
+        r.push(long.as_bytes());
+        assert_eq!(events(&mut r).len(), 1);
+        assert!(r.buf.capacity() <= KEEP_CAPACITY && r.cmd.capacity() == 0);
     }
 
     #[test]

@@ -24,11 +24,11 @@
 //!   (`Name <user@host>`).
 //! - BODY searches the text of the text parts; TEXT searches the decoded header
 //!   (`Name: value` lines) and the body text.
-//! - BEFORE, ON and SINCE compare the day of INTERNALDATE **in UTC** (Dovecot uses the
-//!   server's local zone; Petrel's servers run in UTC).
+//! - BEFORE, ON and SINCE compare the day of INTERNALDATE in the server's local time zone,
+//!   the zone FETCH INTERNALDATE shows it in (as Dovecot does).
 //! - SENTBEFORE, SENTON and SENTSINCE compare the day of the `Date:` header as written
 //!   there, in the sender's own zone (RFC 3501: "disregarding time and timezone"; Dovecot
-//!   does the same). A message without a parsable `Date:` uses INTERNALDATE's UTC day.
+//!   does the same). A message without a parsable `Date:` uses INTERNALDATE's local day.
 //! - LARGER and SMALLER compare RFC822.SIZE (the CRLF size).
 //! - A message whose file has vanished (the loader gives `None`, or its size had to be read
 //!   from a file that is gone) does not match, whatever the key.
@@ -41,13 +41,14 @@ use petrel_imap_proto::{SearchKey, SequenceSet};
 use petrel_mailstore::{Folder, MessageInfo};
 
 /// Evaluates `key` over every message of `folder` (in sequence order) and returns the UIDs
-/// of those that match, ascending.
+/// of those that match, ascending. `\Recent` is [`MessageInfo::recent`]; see
+/// [`search_view`] for a session's own view of a folder.
 ///
 /// `load(uid)` gives a message's bytes (as stored: LF or CRLF) when a key needs the
 /// content (HEADER, FROM, TO, CC, BCC, SUBJECT, BODY, TEXT, SENT*); it is called at most
 /// once per message per search, and only for messages the cheap keys (flags, sequence
 /// sets, UID, sizes, INTERNALDATE, MODSEQ) have not already decided. A message whose file
-/// is gone (`load` gives `None`) does not match. `\Recent` is [`MessageInfo::recent`].
+/// is gone (`load` gives `None`) does not match.
 ///
 /// Errors are those of [`Folder::rfc822_size`] other than a vanished file (which only
 /// makes that message not match).
@@ -56,18 +57,38 @@ pub fn search(
     key: &SearchKey,
     load: &mut dyn FnMut(u32) -> Option<Vec<u8>>,
 ) -> io::Result<Vec<u32>> {
-    let count = u32::try_from(folder.len()).unwrap_or(u32::MAX);
-    let max_uid = folder.messages().last().map_or(0, |m| m.uid);
+    let view: Vec<u32> = folder.messages().map(|m| m.uid).collect();
+    let recent: std::collections::HashSet<u32> = folder
+        .messages()
+        .filter(|m| m.recent)
+        .map(|m| m.uid)
+        .collect();
+    search_view(folder, &view, &|u| recent.contains(&u), key, load)
+}
+
+/// As [`search`], over a session's view of a shared folder: `view` is the UIDs the client
+/// knows, in its sequence order (sequence numbers and `*` are positions in it; a UID the
+/// folder no longer has never matches), and `recent(uid)` tells the session's `\Recent`.
+pub fn search_view(
+    folder: &mut Folder,
+    view: &[u32],
+    recent: &dyn Fn(u32) -> bool,
+    key: &SearchKey,
+    load: &mut dyn FnMut(u32) -> Option<Vec<u8>>,
+) -> io::Result<Vec<u32>> {
+    let count = u32::try_from(view.len()).unwrap_or(u32::MAX);
+    let max_uid = view.last().copied().unwrap_or(0);
     let node = compile(key, count, max_uid);
     let mut out = Vec::new();
-    for seq in 1..=count {
-        let Some(info) = folder.by_seq(seq).cloned() else {
-            break;
+    for (i, &uid) in view.iter().enumerate() {
+        let seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let Some(info) = folder.get(uid).cloned() else {
+            continue;
         };
-        let uid = info.uid;
         let mut msg = Msg {
             info,
             seq,
+            recent: recent(uid),
             size: None,
             content: None,
         };
@@ -145,7 +166,7 @@ enum Node {
     Seq(Vec<(u32, u32)>),
     /// UIDs: sorted, merged, inclusive ranges.
     Uid(Vec<(u32, u32)>),
-    /// INTERNALDATE's UTC day compared with a day number.
+    /// INTERNALDATE's local day compared with a day number.
     Internal(Cmp, i64),
     Larger(u64),
     Smaller(u64),
@@ -284,6 +305,8 @@ enum Stop {
 struct Msg {
     info: MessageInfo,
     seq: u32,
+    /// `\Recent` in the searching session.
+    recent: bool,
     /// RFC822.SIZE once asked for.
     size: Option<u64>,
     /// The content, once loaded (pass 2).
@@ -315,9 +338,9 @@ impl Msg {
         }
     }
 
-    /// INTERNALDATE's day (UTC).
+    /// INTERNALDATE's day (the server's local time zone).
     fn internal_day(&self) -> i64 {
-        self.info.internaldate.div_euclid(86_400)
+        crate::tz::local_day(self.info.internaldate)
     }
 }
 
@@ -503,7 +526,7 @@ fn eval(node: &Node, m: &mut Msg, folder: &mut Folder) -> Result<Option<bool>, S
                 .any(|x| x.eq_ignore_ascii_case(k));
             Some(has == *want)
         }
-        Node::Recent(want) => Some(m.info.recent == *want),
+        Node::Recent(want) => Some(m.recent == *want),
         Node::Seq(r) => Some(in_ranges(r, m.seq)),
         Node::Uid(r) => Some(in_ranges(r, m.info.uid)),
         Node::Internal(c, day) => Some(c.test(m.internal_day(), *day)),
@@ -629,23 +652,24 @@ Caf\xe9 cr\xe8me, bitte.\r\n";
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("Maildir");
         let store = Store::open(&root).unwrap();
-        let mut folder = store.folder("INBOX").unwrap();
+        // Appended through another folder object: \Recent there, not in `folder`.
+        let mut other = store.folder("INBOX").unwrap();
         let flags = |names: &[&str]| FlagSet::from_imap(names.iter().copied());
-        folder
+        other
             .append(
                 M1,
                 &flags(&["\\Seen", "\\Flagged"]),
                 Some(at(2024, 1, 3, 10)),
             )
             .unwrap();
-        folder
+        other
             .append(
                 M2,
                 &flags(&["\\Answered", "$Junk"]),
                 Some(at(2024, 1, 5, 0)),
             )
             .unwrap();
-        folder
+        other
             .append(
                 &m3(),
                 &flags(&["\\Deleted", "\\Draft"]),
@@ -658,7 +682,8 @@ Caf\xe9 cr\xe8me, bitte.\r\n";
         f.set_modified(UNIX_EPOCH + Duration::from_secs(at(2024, 1, 12, 12) as u64))
             .unwrap();
         drop(f);
-        folder.sync().unwrap();
+        drop(other);
+        let folder = store.folder("INBOX").unwrap();
         assert_eq!(
             folder.messages().map(|m| m.uid).collect::<Vec<_>>(),
             [1, 2, 3, 4]

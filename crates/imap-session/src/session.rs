@@ -1,20 +1,36 @@
 //! One authenticated IMAP session over a store.
 //!
 //! A [`Session`] is what is left of an IMAP connection once the user has logged in: the
-//! authenticated state (no mailbox) and the selected state (one [`Folder`] open). It takes
+//! authenticated state (no mailbox) and the selected state (one folder open). It takes
 //! parsed commands and answers with the bytes to send; sockets, TLS, literals and IDLE's
 //! timers are the program's business.
 //!
-//! # The client's view
+//! # Shared folders, private views
 //!
-//! The session keeps the list of UIDs the client has been told about (`known`, in sequence
-//! order). Sequence numbers in commands and responses are positions in that list, not in
-//! the folder, because the folder's own list changes as soon as it is synced:
+//! The sessions of one worker share one in-memory [`Folder`] per folder directory
+//! ([`SharedFolders`]; [`Session::new`] makes a private one). A session keeps only its own
+//! view of the selected folder, and works out its own updates from it, since a folder's
+//! [`Folder::sync`] reports changes to whichever session happens to call it:
 //!
-//! - a message another session expunged stays in `known` (a "ghost": FETCH skips it, STORE
-//!   cannot change it) until an EXPUNGE response may be sent — never while answering
-//!   FETCH, STORE or SEARCH (RFC 3501 §7.4.1);
-//! - a new message joins `known` when its `EXISTS` is sent, which is allowed at any time.
+//! - `known`: the UIDs the client has been told about, in sequence order. Sequence numbers
+//!   in commands and responses are positions in this list, not in the folder. While the
+//!   view is up to date it is the folder's own UID list, shared by every such session
+//!   (copied only while the session holds changes it may not announce yet).
+//! - Expunges: the folder counts expunges ([`Folder::expunge_generation`]); when the count
+//!   moved, the session looks for its UIDs that are gone. They stay in `known` as "ghosts"
+//!   (FETCH skips them, STORE cannot change them) until an EXPUNGE response may be sent —
+//!   never while answering FETCH, STORE or SEARCH (RFC 3501 §7.4.1).
+//! - New messages: the folder's UIDs above the last known one join `known` when their
+//!   `EXISTS` is sent, which is allowed at any time.
+//! - Flag changes by others (other sessions of the worker, other processes renaming files):
+//!   the session remembers the highest MODSEQ it has reported and asks the folder's change
+//!   log for what changed since ([`Folder::changed_since`]); its own changes (answered by
+//!   STORE and FETCH themselves) are left out.
+//! - `\Recent`: a message moved out of `new/`, appended or copied is `\Recent` in exactly
+//!   one session, the first to learn of it: SELECT claims the folder's unclaimed ones, and
+//!   a selected session claims the new ones it announces ([`Folder::claim_recent`]).
+//!   EXAMINE shows them without claiming (RFC 3501 §6.3.2: EXAMINE must not make messages
+//!   lose `\Recent`); STATUS, APPEND and COPY to another folder leave them unclaimed.
 //!
 //! Every command but FETCH, STORE and SEARCH ends with the full updates (EXPUNGE, EXISTS,
 //! RECENT, FETCH FLAGS) when a mailbox is selected; those three get updates without
@@ -22,14 +38,21 @@
 
 mod fetch;
 mod list;
+mod uidset;
 
 use std::io::{self, Write as _};
+use std::path::Path;
+use std::rc::Rc;
 
 use petrel_imap_proto::{
     astring, encode_mailbox, Command, CommandKind, Flag, SearchKey, SearchReturn, SeqNum,
     SequenceSet, StatusItem, BADCHARSET,
 };
 use petrel_mailstore::{is_inbox, FlagSet, Folder, Store, StoreError};
+
+use crate::shared::Shared;
+pub use crate::shared::SharedFolders;
+use uidset::UidRanges;
 
 /// The capabilities announced after login.
 const CAPABILITIES: &str = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE \
@@ -73,17 +96,29 @@ fn bad(s: &str) -> Reply {
     Reply::Bad(s.to_string())
 }
 
-/// The selected mailbox.
+/// The selected mailbox: this session's view of a shared folder.
 #[derive(Debug)]
 struct Selected {
     /// The store's (modified UTF-7) name.
     name: String,
-    folder: Folder,
+    shared: Rc<Shared>,
     read_only: bool,
-    /// The UIDs the client knows, in sequence order (ascending).
-    known: Vec<u32>,
-    /// A sync saw expunges not yet announced.
-    pending_expunge: bool,
+    /// The UIDVALIDITY the client was given.
+    uidvalidity: u32,
+    /// The UIDs the client knows, in sequence order (ascending); the folder's shared list
+    /// while the view is up to date.
+    known: Rc<Vec<u32>>,
+    /// `known` holds UIDs the folder no longer has (EXPUNGE not sent yet).
+    ghosts: bool,
+    /// The folder's expunge generation `known` was last checked against.
+    expunge_gen: u64,
+    /// Every flag change up to this MODSEQ has been reported (or was the client's own).
+    modseq: u64,
+    /// MODSEQs of this session's own flag changes since `modseq` (ascending): answered by
+    /// its STORE or FETCH, not to be announced again.
+    own: Vec<u64>,
+    /// This session's `\Recent` messages.
+    recent: UidRanges,
 }
 
 impl Selected {
@@ -127,6 +162,28 @@ impl Selected {
         }
         Ok(v)
     }
+
+    /// This session changed a message's flags: MODSEQ `before` became `after`.
+    fn own_change(&mut self, before: u64, after: u64) {
+        if after != before && after > self.modseq {
+            self.own.push(after);
+        }
+    }
+
+    /// The heap memory this view holds for itself alone (a UID list shared with the
+    /// folder or other sessions counts nothing).
+    fn heap_bytes(&self) -> usize {
+        let known = if Rc::strong_count(&self.known) == 1 {
+            // The list and the Rc's two counters.
+            self.known.capacity() * std::mem::size_of::<u32>() + 2 * std::mem::size_of::<usize>()
+        } else {
+            0
+        };
+        self.name.capacity()
+            + known
+            + self.own.capacity() * std::mem::size_of::<u64>()
+            + self.recent.heap_bytes()
+    }
 }
 
 /// One logged-in IMAP session.
@@ -134,6 +191,11 @@ impl Selected {
 pub struct Session {
     store: Store,
     user: String,
+    /// The folders shared with the other sessions of this worker.
+    folders: Rc<SharedFolders>,
+    /// `folders` is this session's own ([`Session::new`]): every command and every
+    /// [`Session::updates`] is a turn of its own (a sync from disk each time).
+    own_turns: bool,
     selected: Option<Selected>,
     /// CONDSTORE is enabled (ENABLE, SELECT (CONDSTORE), or any CONDSTORE-using command).
     condstore: bool,
@@ -255,53 +317,40 @@ fn uses_modseq(key: &SearchKey) -> bool {
     }
 }
 
-/// Re-syncs the selected folder and writes the untagged updates: EXPUNGE (when
-/// `allow_expunge`), FETCH FLAGS for changes by others, EXISTS and RECENT for new
-/// messages. Returns `false` when the UIDVALIDITY changed (the session must end; a BYE has
+/// Syncs the selected folder (at most once per turn, unless `force`) and writes this
+/// session's untagged updates: EXPUNGE (when `allow_expunge`), FETCH FLAGS for changes by
+/// others, EXISTS and RECENT for new messages. `folder` is `sel`'s, borrowed by the
+/// caller. Returns `false` when the UIDVALIDITY changed (the session must end; a BYE has
 /// been written).
 fn resync(
     sel: &mut Selected,
+    folder: &mut Folder,
     condstore: bool,
     allow_expunge: bool,
+    force: bool,
     out: &mut Vec<u8>,
 ) -> io::Result<bool> {
-    let ch = sel.folder.sync()?;
-    if ch.uidvalidity_changed {
+    sel.shared.sync(folder, force)?;
+    if folder.uidvalidity() != sel.uidvalidity {
         out.extend_from_slice(b"* BYE [UNAVAILABLE] Mailbox UIDVALIDITY changed, reconnect\r\n");
         return Ok(false);
     }
-    if !ch.expunged.is_empty() {
-        sel.pending_expunge = true;
-    }
-    if allow_expunge && sel.pending_expunge {
-        for i in (0..sel.known.len()).rev() {
-            if sel.folder.get(sel.known[i]).is_none() {
-                let _ = write!(out, "* {} EXPUNGE\r\n", i + 1);
-            }
+    // Expunges (by anyone): ghosts until EXPUNGE may be sent.
+    let gen = folder.expunge_generation();
+    if gen != sel.expunge_gen {
+        sel.expunge_gen = gen;
+        if !sel.ghosts {
+            sel.ghosts = sel.known.iter().any(|&u| folder.get(u).is_none());
         }
-        let folder = &sel.folder;
-        sel.known.retain(|&u| folder.get(u).is_some());
-        sel.pending_expunge = false;
     }
-    for uid in &ch.flags {
-        let (Some(seq), Some(m)) = (sel.seq_of(*uid), sel.folder.get(*uid)) else {
-            continue;
-        };
-        let _ = write!(out, "* {seq} FETCH (");
-        if condstore {
-            let _ = write!(out, "UID {} MODSEQ ({}) ", m.uid, m.modseq);
-        }
-        let _ = write!(out, "FLAGS {})\r\n", flag_list(&m.flags, m.recent));
-    }
+    // New messages: the folder is sorted by UID, the new ones (above the last UID the
+    // client knows) are its tail from `lo` on.
     let last = sel.known.last().copied().unwrap_or(0);
-    let before = sel.known.len();
-    let n = sel.folder.len();
-    // The folder is sorted by UID: the new ones are a tail.
+    let n = folder.len();
     let (mut lo, mut hi) = (0usize, n);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        let uid = sel
-            .folder
+        let uid = folder
             .by_seq(u32::try_from(mid + 1).unwrap_or(u32::MAX))
             .map_or(u32::MAX, |m| m.uid);
         if uid <= last {
@@ -310,32 +359,176 @@ fn resync(
             hi = mid;
         }
     }
-    for i in lo..n {
-        if let Some(m) = sel.folder.by_seq(u32::try_from(i + 1).unwrap_or(u32::MAX)) {
-            sel.known.push(m.uid);
+    // How many messages the client knows of (ghosts included).
+    let mut visible = sel.known.len();
+    // The client's view is the folder's first `visible` messages: it can share the
+    // folder's list (of `n`), the tail not being visible yet.
+    let mut prefix = !sel.ghosts && visible == lo;
+    if allow_expunge && sel.ghosts {
+        for i in (0..sel.known.len()).rev() {
+            let uid = sel.known[i];
+            if folder.get(uid).is_none() {
+                let _ = write!(out, "* {} EXPUNGE\r\n", i + 1);
+                sel.recent.remove(uid);
+                visible -= 1;
+            }
+        }
+        sel.ghosts = false;
+        prefix = visible == lo;
+        if !prefix {
+            Rc::make_mut(&mut sel.known).retain(|&u| folder.get(u).is_some());
         }
     }
-    if sel.known.len() != before {
-        let recent = sel
-            .known
-            .iter()
-            .filter(|&&u| sel.folder.get(u).is_some_and(|m| m.recent))
-            .count();
-        let _ = write!(out, "* {} EXISTS\r\n* {recent} RECENT\r\n", sel.known.len());
+    if prefix && !Rc::ptr_eq(&sel.known, &sel.shared.uid_snapshot(folder)) {
+        // Shared instead of copied (e.g. after an EXPUNGE, by every idle session).
+        sel.known = sel.shared.uid_snapshot(folder);
+    }
+    announce_flag_changes(sel, folder, condstore, visible, out);
+    if lo < n {
+        if !prefix {
+            let known = Rc::make_mut(&mut sel.known);
+            known.reserve_exact(n - lo);
+            for i in lo..n {
+                if let Some(m) = folder.by_seq(u32::try_from(i + 1).unwrap_or(u32::MAX)) {
+                    known.push(m.uid);
+                }
+            }
+        }
+        let from = last.saturating_add(1);
+        let recent: Vec<u32> = if sel.read_only {
+            folder.unclaimed_recent(from).collect()
+        } else {
+            folder.claim_recent(from)
+        };
+        for u in recent {
+            sel.recent.insert(u);
+        }
+        let _ = write!(
+            out,
+            "* {} EXISTS\r\n* {} RECENT\r\n",
+            sel.known.len(),
+            sel.recent.len()
+        );
+    }
+    sel.modseq = sel.modseq.max(folder.highest_modseq());
+    sel.own.clear();
+    // Up to date again after a copy of its own: share the folder's list again.
+    if !sel.ghosts && sel.known.len() == folder.len() {
+        let snap = sel.shared.uid_snapshot(folder);
+        if !Rc::ptr_eq(&snap, &sel.known) {
+            sel.known = snap;
+        }
     }
     Ok(true)
 }
 
+/// Writes `* n FETCH (FLAGS ...)` for the messages whose flags others changed since the
+/// session's MODSEQ (with UID and MODSEQ when CONDSTORE is on), in sequence order; only for
+/// the first `visible` messages of `known` (those the client knows of).
+fn announce_flag_changes(
+    sel: &Selected,
+    folder: &Folder,
+    condstore: bool,
+    visible: usize,
+    out: &mut Vec<u8>,
+) {
+    if folder.highest_modseq() <= sel.modseq {
+        return;
+    }
+    let not_own = |m: u64| sel.own.binary_search(&m).is_err();
+    let mut uids: Vec<u32> = match folder.changed_since(sel.modseq) {
+        Some(changes) => changes
+            .filter(|&(m, _)| not_own(m))
+            .map(|(_, u)| u)
+            .collect(),
+        // The log no longer reaches back that far: look at every message instead.
+        None => sel.known[..visible.min(sel.known.len())]
+            .iter()
+            .copied()
+            .filter(|&u| {
+                folder
+                    .get(u)
+                    .is_some_and(|m| m.modseq > sel.modseq && not_own(m.modseq))
+            })
+            .collect(),
+    };
+    uids.sort_unstable();
+    uids.dedup();
+    for uid in uids {
+        // Not known yet (announced by EXISTS instead), or a ghost.
+        let (Some(seq), Some(m)) = (sel.seq_of(uid), folder.get(uid)) else {
+            continue;
+        };
+        if seq as usize > visible {
+            continue;
+        }
+        let _ = write!(out, "* {seq} FETCH (");
+        if condstore {
+            let _ = write!(out, "UID {} MODSEQ ({}) ", m.uid, m.modseq);
+        }
+        let _ = write!(
+            out,
+            "FLAGS {})\r\n",
+            flag_list(&m.flags, sel.recent.contains(uid))
+        );
+    }
+}
+
+/// Writes `* n EXPUNGE` for messages this session removed (highest sequence number
+/// first, so every number is valid when sent) and drops them from the client's view.
+fn announce_expunged(sel: &mut Selected, removed: &[u32], out: &mut Vec<u8>) {
+    let mut removed = removed.to_vec();
+    removed.sort_unstable();
+    let seqs: Vec<usize> = removed
+        .iter()
+        .filter_map(|&u| sel.known.binary_search(&u).ok())
+        .collect();
+    if seqs.is_empty() {
+        return;
+    }
+    for &i in seqs.iter().rev() {
+        let _ = write!(out, "* {} EXPUNGE\r\n", i + 1);
+    }
+    for &u in &removed {
+        sel.recent.remove(u);
+    }
+    Rc::make_mut(&mut sel.known).retain(|u| removed.binary_search(u).is_err());
+}
+
 impl Session {
     /// After login: `user` for logs; creates the special-use folders on first use (a
-    /// Maildir without a `subscriptions` file).
+    /// Maildir without a `subscriptions` file). The session has a set of folders of its
+    /// own, synced from disk at every command and every [`Session::updates`]; it keeps
+    /// only its selected folder, and others only while they hold `\Recent` messages it
+    /// has not seen yet (APPEND, COPY, STATUS to another folder).
     pub fn new(store: Store, user: &str) -> io::Result<Session> {
+        Session::make(store, user, SharedFolders::private(), true)
+    }
+
+    /// As [`Session::new`], for one of many sessions of a worker that share `folders`:
+    /// the worker's event loop calls [`SharedFolders::tick`] once per turn.
+    pub fn with_folders(
+        store: Store,
+        user: &str,
+        folders: Rc<SharedFolders>,
+    ) -> io::Result<Session> {
+        Session::make(store, user, folders, false)
+    }
+
+    fn make(
+        store: Store,
+        user: &str,
+        folders: Rc<SharedFolders>,
+        own_turns: bool,
+    ) -> io::Result<Session> {
         if !store.root().join("subscriptions").exists() {
             store.ensure_special_use()?;
         }
         Ok(Session {
             store,
             user: user.to_string(),
+            folders,
+            own_turns,
             selected: None,
             condstore: false,
             idle_tag: None,
@@ -354,6 +547,51 @@ impl Session {
         CAPABILITIES
     }
 
+    /// The selected folder's directory (the worker watches its `new/` and `cur/` with
+    /// inotify); `None` when no mailbox is selected.
+    pub fn selected_dir(&self) -> Option<&Path> {
+        self.selected.as_ref().map(|s| s.shared.dir.as_path())
+    }
+
+    /// The memory this session holds for itself: the session and its view of the selected
+    /// mailbox, without what it shares with the other sessions of its worker (the folder,
+    /// and the folder's UID list while the view is up to date). Counted from capacities,
+    /// for tests and statistics.
+    pub fn view_bytes(&self) -> usize {
+        std::mem::size_of::<Session>()
+            + self.user.capacity()
+            + self.store.root().as_os_str().len()
+            + self.idle_tag.as_ref().map_or(0, String::capacity)
+            + self.selected.as_ref().map_or(0, Selected::heap_bytes)
+    }
+
+    /// Leaves the selected mailbox (if any); the folder stays with the worker for a while.
+    fn release(&mut self) {
+        if let Some(sel) = self.selected.take() {
+            self.folders.release(sel.shared);
+        }
+    }
+
+    /// [`resync`] of the selected mailbox, if any; marks the session dead when its
+    /// UIDVALIDITY changed.
+    fn resync_selected(
+        &mut self,
+        allow_expunge: bool,
+        force: bool,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let condstore = self.condstore;
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(());
+        };
+        let shared = sel.shared.clone();
+        let mut folder = shared.folder()?;
+        if !resync(sel, &mut folder, condstore, allow_expunge, force, out)? {
+            self.dead = true;
+        }
+        Ok(())
+    }
+
     /// Untagged updates for the selected folder after a re-sync (new mail from local,
     /// changes by other sessions): EXPUNGE, EXISTS, RECENT, and FETCH (FLAGS) for flag
     /// changes by others (with UID and MODSEQ when CONDSTORE is enabled). Empty when no
@@ -365,11 +603,10 @@ impl Session {
         if self.dead {
             return Ok(out);
         }
-        if let Some(sel) = self.selected.as_mut() {
-            if !resync(sel, self.condstore, true, &mut out)? {
-                self.dead = true;
-            }
+        if self.own_turns {
+            self.folders.tick();
         }
+        self.resync_selected(true, false, &mut out)?;
         Ok(out)
     }
 
@@ -382,6 +619,9 @@ impl Session {
                 .extend_from_slice(b"* BYE [UNAVAILABLE] Mailbox UIDVALIDITY changed\r\n");
             r.logout = true;
             return r;
+        }
+        if self.own_turns {
+            self.folders.tick();
         }
         let Command { tag, kind } = cmd;
         let mut tag = tag;
@@ -415,13 +655,7 @@ impl Session {
             Err(e) => io_error(&e),
         };
         if matches!(reply, Reply::Ok(_)) && !plain && !r.logout {
-            if let Some(sel) = self.selected.as_mut() {
-                match resync(sel, self.condstore, !quiet, &mut r.out) {
-                    Ok(true) => {}
-                    Ok(false) => self.dead = true,
-                    Err(_) => {}
-                }
-            }
+            let _ = self.resync_selected(!quiet, false, &mut r.out);
         }
         match reply {
             Reply::Ok(t) => {
@@ -501,11 +735,7 @@ impl Session {
                 self.idle_tag = Some(tag.to_string());
                 out.extend_from_slice(b"+ idling\r\n");
                 r.idling = true;
-                if let Some(sel) = self.selected.as_mut() {
-                    if !resync(sel, self.condstore, true, out)? {
-                        self.dead = true;
-                    }
-                }
+                self.resync_selected(true, false, out)?;
                 Reply::Nothing
             }
             K::Done => ok("IDLE terminated."),
@@ -521,7 +751,12 @@ impl Session {
                     no("[INUSE] Cannot delete the selected mailbox")
                 } else {
                     match self.store.delete(&name) {
-                        Ok(()) => ok("Delete completed."),
+                        Ok(()) => {
+                            if let Ok(dir) = self.store.folder_dir(&name) {
+                                self.folders.forget(&dir);
+                            }
+                            ok("Delete completed.")
+                        }
                         Err(e) => store_error(e),
                     }
                 }
@@ -531,8 +766,22 @@ impl Session {
                 if !is_inbox(&from) && self.selected.as_ref().is_some_and(|s| s.name == from) {
                     no("[INUSE] Cannot rename the selected mailbox")
                 } else {
-                    match self.store.rename(&from, to.trim_end_matches('.')) {
-                        Ok(()) => ok("Rename completed."),
+                    let to = to.trim_end_matches('.');
+                    match self.store.rename(&from, to) {
+                        Ok(()) => {
+                            for name in [from.as_str(), to] {
+                                let Ok(dir) = self.store.folder_dir(name) else {
+                                    continue;
+                                };
+                                if is_inbox(name) {
+                                    // Its messages moved away; the folder stays.
+                                    self.folders.mark_dirty(&dir);
+                                } else {
+                                    self.folders.forget(&dir);
+                                }
+                            }
+                            ok("Rename completed.")
+                        }
                         Err(e) => store_error(e),
                     }
                 }
@@ -550,7 +799,7 @@ impl Session {
                 patterns,
                 select_special_use,
                 select_subscribed,
-                recursive_match: _,
+                recursive_match,
                 return_special_use: _,
                 return_children: _,
                 return_subscribed,
@@ -560,6 +809,7 @@ impl Session {
                 list::ListOptions {
                     select_subscribed,
                     select_special_use,
+                    recursive_match,
                     return_subscribed,
                 },
                 out,
@@ -573,21 +823,27 @@ impl Session {
                 message,
             } => self.append(&mailbox, &flags, date.map(|d| d.epoch), &message, out)?,
             K::Close => {
-                if let Some(mut sel) = self.selected.take() {
-                    if !sel.read_only {
-                        let del: Vec<u32> = sel
-                            .folder
+                let shared = self
+                    .selected
+                    .as_ref()
+                    .map(|s| (s.shared.clone(), s.read_only));
+                self.release();
+                if let Some((shared, false)) = shared {
+                    let result = shared.folder().and_then(|mut folder| {
+                        let del: Vec<u32> = folder
                             .messages()
                             .filter(|m| m.flags.deleted)
                             .map(|m| m.uid)
                             .collect();
-                        sel.folder.expunge(&del)?;
-                    }
+                        folder.expunge(&del)
+                    });
+                    self.folders.release(shared);
+                    result?;
                 }
                 ok("Close completed.")
             }
             K::Unselect => {
-                self.selected = None;
+                self.release();
                 ok("Unselect completed.")
             }
             K::Expunge => self.expunge(None, out)?,
@@ -624,15 +880,17 @@ impl Session {
         read_only: bool,
         out: &mut Vec<u8>,
     ) -> io::Result<Reply> {
-        self.selected = None;
+        self.release();
         if condstore {
             self.condstore = true;
         }
         let name = store_name(mailbox);
-        let folder = match self.store.folder(&name) {
+        let shared = match self.folders.open(&self.store, &name) {
             Ok(f) => f,
             Err(e) => return Ok(store_error(e)),
         };
+        let mut folder = shared.folder()?;
+        shared.sync(&mut folder, false)?;
         let mut kw = String::new();
         for c in 'a'..='z' {
             if let Some(k) = folder.keywords().name(c) {
@@ -652,9 +910,23 @@ impl Session {
                 "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw} \\*)] Flags permitted.\r\n"
             );
         }
-        let known: Vec<u32> = folder.messages().map(|m| m.uid).collect();
-        let recent = folder.messages().filter(|m| m.recent).count();
-        let _ = write!(out, "* {} EXISTS\r\n* {recent} RECENT\r\n", known.len());
+        let known = shared.uid_snapshot(&folder);
+        // The first session to learn of a \Recent message claims it; EXAMINE only looks.
+        let claimed: Vec<u32> = if read_only {
+            folder.unclaimed_recent(0).collect()
+        } else {
+            folder.claim_recent(0)
+        };
+        let mut recent = UidRanges::default();
+        for u in claimed {
+            recent.insert(u);
+        }
+        let _ = write!(
+            out,
+            "* {} EXISTS\r\n* {} RECENT\r\n",
+            known.len(),
+            recent.len()
+        );
         if let Some(i) = folder.messages().position(|m| !m.flags.seen) {
             let _ = write!(out, "* OK [UNSEEN {}] First unseen.\r\n", i + 1);
         }
@@ -664,20 +936,28 @@ impl Session {
             folder.uidvalidity(),
             folder.uidnext()
         );
-        if self.condstore {
-            let _ = write!(
-                out,
-                "* OK [HIGHESTMODSEQ {}] Highest\r\n",
-                folder.highest_modseq().max(1)
-            );
-        }
-        self.selected = Some(Selected {
+        // RFC 7162 §3.1.2.1: a server that keeps MODSEQs for the mailbox sends
+        // HIGHESTMODSEQ with every successful SELECT and EXAMINE (NOMODSEQ is for those
+        // that do not).
+        let _ = write!(
+            out,
+            "* OK [HIGHESTMODSEQ {}] Highest\r\n",
+            folder.highest_modseq().max(1)
+        );
+        let sel = Selected {
             name,
-            folder,
+            shared: shared.clone(),
             read_only,
+            uidvalidity: folder.uidvalidity(),
             known,
-            pending_expunge: false,
-        });
+            ghosts: false,
+            expunge_gen: folder.expunge_generation(),
+            modseq: folder.highest_modseq(),
+            own: Vec::new(),
+            recent,
+        };
+        drop(folder);
+        self.selected = Some(sel);
         Ok(if read_only {
             ok("[READ-ONLY] Examine completed.")
         } else {
@@ -714,42 +994,24 @@ impl Session {
             self.condstore = true;
         }
         let name = store_name(mailbox);
-        let mut opened;
-        let folder: &mut Folder = match self.selected.as_mut() {
-            Some(sel) if sel.name == name => {
-                if !resync(sel, self.condstore, true, out)? {
-                    self.dead = true;
-                }
-                &mut sel.folder
+        let selected = self.selected.as_ref().is_some_and(|s| s.name == name);
+        // The selected mailbox: this session's own view (and its \Recent); another: the
+        // shared folder, whose unclaimed \Recent messages stay unclaimed.
+        let (shared, own_recent) = if selected {
+            self.resync_selected(true, false, out)?;
+            match self.selected.as_ref() {
+                Some(sel) => (sel.shared.clone(), Some(sel.recent.len())),
+                None => return Ok(no("[UNAVAILABLE] Mailbox changed")),
             }
-            _ => match self.store.folder(&name) {
-                Ok(f) => {
-                    opened = f;
-                    &mut opened
-                }
+        } else {
+            match self.folders.open(&self.store, &name) {
+                Ok(s) => (s, None),
                 Err(e) => return Ok(store_error(e)),
-            },
+            }
         };
-        let mut parts = Vec::new();
-        for item in items {
-            let v: u64 = match item {
-                StatusItem::Messages => folder.len() as u64,
-                StatusItem::Recent => folder.messages().filter(|m| m.recent).count() as u64,
-                StatusItem::UidNext => u64::from(folder.uidnext()),
-                StatusItem::UidValidity => u64::from(folder.uidvalidity()),
-                StatusItem::Unseen => folder.messages().filter(|m| !m.flags.seen).count() as u64,
-                StatusItem::HighestModSeq => folder.highest_modseq().max(1),
-                StatusItem::Size => {
-                    let uids: Vec<u32> = folder.messages().map(|m| m.uid).collect();
-                    let mut total = 0u64;
-                    for u in uids {
-                        total += folder.rfc822_size(u).unwrap_or(0);
-                    }
-                    total
-                }
-            };
-            parts.push(format!("{} {v}", item.as_str()));
-        }
+        let parts = status_items(&shared, items, own_recent);
+        self.folders.release(shared);
+        let parts = parts?;
         out.extend_from_slice(b"* STATUS ");
         out.extend_from_slice(&astring(name.as_bytes()));
         let _ = write!(out, " ({})\r\n", parts.join(" "));
@@ -772,19 +1034,29 @@ impl Session {
         let condstore = self.condstore;
         let (uidvalidity, uid) = match self.selected.as_mut() {
             Some(sel) if sel.name == name => {
-                let uid = sel.folder.append(message, &fs, date)?;
-                if !resync(sel, condstore, true, out)? {
+                let shared = sel.shared.clone();
+                let mut folder = shared.folder()?;
+                let uid = folder.append(message, &fs, date)?;
+                shared.mark_dirty();
+                // EXISTS and RECENT now: this session is the first to learn of it.
+                if !resync(sel, &mut folder, condstore, true, false, out)? {
                     self.dead = true;
                 }
-                (sel.folder.uidvalidity(), uid)
+                (folder.uidvalidity(), uid)
             }
             _ => {
-                let mut f = match self.store.folder(&name) {
+                let shared = match self.folders.open(&self.store, &name) {
                     Ok(f) => f,
                     Err(e) => return Ok(store_error(e)),
                 };
-                let uid = f.append(message, &fs, date)?;
-                (f.uidvalidity(), uid)
+                // \Recent for whoever selects the folder next (unclaimed until then).
+                let r = shared.folder().and_then(|mut folder| {
+                    let uid = folder.append(message, &fs, date)?;
+                    Ok((folder.uidvalidity(), uid))
+                });
+                shared.mark_dirty();
+                self.folders.release(shared);
+                r?
             }
         };
         Ok(Reply::Ok(format!(
@@ -800,7 +1072,9 @@ impl Session {
         if sel.read_only {
             return Ok(no("[READ-ONLY] Mailbox is read-only"));
         }
-        if !resync(sel, condstore, true, out)? {
+        let shared = sel.shared.clone();
+        let mut folder = shared.folder()?;
+        if !resync(sel, &mut folder, condstore, true, false, out)? {
             self.dead = true;
             return Ok(no("[UNAVAILABLE] Mailbox changed"));
         }
@@ -815,15 +1089,14 @@ impl Session {
             .known
             .iter()
             .copied()
-            .filter(|&u| sel.folder.get(u).is_some_and(|m| m.flags.deleted))
+            .filter(|&u| folder.get(u).is_some_and(|m| m.flags.deleted))
             .filter(|u| in_set.as_ref().is_none_or(|s| s.binary_search(u).is_ok()))
             .collect();
-        let removed = sel.folder.expunge(&uids)?;
-        announce_expunged(sel, &removed, out);
+        own_expunge(sel, &mut folder, &uids, out)?;
         if condstore {
             return Ok(Reply::Ok(format!(
                 "[HIGHESTMODSEQ {}] Expunge completed.",
-                sel.folder.highest_modseq().max(1)
+                folder.highest_modseq().max(1)
             )));
         }
         Ok(ok("Expunge completed."))
@@ -838,6 +1111,7 @@ impl Session {
         out: &mut Vec<u8>,
     ) -> io::Result<Reply> {
         let name = store_name(mailbox);
+        let condstore = self.condstore;
         let Some(sel) = self.selected.as_mut() else {
             return Ok(bad("No mailbox selected"));
         };
@@ -851,29 +1125,55 @@ impl Session {
             Ok(t) => t,
             Err(e) => return Ok(Reply::Bad(e)),
         };
-        let mut dest = match self.store.folder(&name) {
+        let dest = match self.folders.open(&self.store, &name) {
             Ok(f) => f,
             Err(e) => return Ok(store_error(e)),
         };
-        let mut attempt = 0;
-        let (pairs, expunged_some) = loop {
-            let uids: Vec<u32> = targets
-                .iter()
-                .map(|&(_, u)| u)
-                .filter(|&u| sel.folder.get(u).is_some())
-                .collect();
-            match sel.folder.copy_to(&uids, &mut dest) {
-                Ok(p) => break (p, uids.len() != targets.len()),
-                // A file renamed by another session (a flag change) or expunged since the
-                // last sync: sync (without EXPUNGE responses) and try once more.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
-                    attempt += 1;
-                    if !resync(sel, self.condstore, false, out)? {
-                        self.dead = true;
-                        return Ok(no("[UNAVAILABLE] Mailbox changed"));
+        let src = sel.shared.clone();
+        let same = Rc::ptr_eq(&src, &dest);
+        let result = (|| -> io::Result<Result<CopyDone, Reply>> {
+            let mut folder = src.folder()?;
+            let mut attempt = 0;
+            loop {
+                let uids: Vec<u32> = targets
+                    .iter()
+                    .map(|&(_, u)| u)
+                    .filter(|&u| folder.get(u).is_some())
+                    .collect();
+                let copied = if same {
+                    copy_within(&mut folder, &uids)
+                } else {
+                    let mut d = dest.folder()?;
+                    folder.copy_to(&uids, &mut d)
+                };
+                match copied {
+                    Ok(p) => {
+                        let uv = if same {
+                            folder.uidvalidity()
+                        } else {
+                            dest.folder()?.uidvalidity()
+                        };
+                        return Ok(Ok((p, uids.len() != targets.len(), uv)));
                     }
+                    // A file renamed by another process (a flag change) or expunged since
+                    // the last sync: sync (without EXPUNGE responses) and try once more.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
+                        attempt += 1;
+                        if !resync(sel, &mut folder, condstore, false, true, out)? {
+                            return Ok(Err(no("[UNAVAILABLE] Mailbox changed")));
+                        }
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
+            }
+        })();
+        dest.mark_dirty();
+        self.folders.release(dest);
+        let (pairs, expunged_some, dest_uidvalidity) = match result? {
+            Ok(r) => r,
+            Err(reply) => {
+                self.dead = true;
+                return Ok(reply);
             }
         };
         let code = if pairs.is_empty() {
@@ -883,12 +1183,11 @@ impl Session {
             let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
             format!(
                 "[COPYUID {} {} {}] ",
-                dest.uidvalidity(),
+                dest_uidvalidity,
                 uid_set(&src),
                 uid_set(&dst)
             )
         };
-        drop(dest);
         if !mv {
             if expunged_some {
                 return Ok(Reply::No(format!(
@@ -900,9 +1199,9 @@ impl Session {
         if !code.is_empty() {
             let _ = write!(out, "* OK {code}Moved UIDs.\r\n");
         }
-        let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
-        let removed = sel.folder.expunge(&src)?;
-        announce_expunged(sel, &removed, out);
+        let src_uids: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        let mut folder = src.folder()?;
+        own_expunge(sel, &mut folder, &src_uids, out)?;
         Ok(ok("Move completed."))
     }
 
@@ -927,20 +1226,29 @@ impl Session {
         let Some(sel) = self.selected.as_mut() else {
             return Ok(bad("No mailbox selected"));
         };
-        let cur = sel.folder.dir().join("cur");
+        let shared = sel.shared.clone();
+        let mut folder = shared.folder()?;
+        let cur = folder.dir().join("cur");
         let files: std::collections::HashMap<u32, std::path::PathBuf> = sel
-            .folder
-            .messages()
-            .map(|m| (m.uid, cur.join(&m.file)))
+            .known
+            .iter()
+            .filter_map(|&u| folder.get(u).map(|m| (u, cur.join(&m.file))))
             .collect();
         let mut load = |uid: u32| files.get(&uid).and_then(|p| std::fs::read(p).ok());
-        let uids = crate::search::search(&mut sel.folder, criteria, &mut load)?;
+        let recent = &sel.recent;
+        let uids = crate::search::search_view(
+            &mut folder,
+            &sel.known,
+            &|u| recent.contains(u),
+            criteria,
+            &mut load,
+        )?;
         let mut nums = Vec::new();
         let mut top_modseq = 0u64;
         for u in uids {
             let Some(seq) = sel.seq_of(u) else { continue };
             nums.push(if uid_cmd { u } else { seq });
-            if let Some(m) = sel.folder.get(u) {
+            if let Some(m) = folder.get(u) {
                 top_modseq = top_modseq.max(m.modseq);
             }
         }
@@ -1004,18 +1312,93 @@ impl Session {
     }
 }
 
-/// Writes `* n EXPUNGE` for messages this session removed (highest sequence number
-/// first, so every number is valid when sent) and drops them from the client's view.
-fn announce_expunged(sel: &mut Selected, removed: &[u32], out: &mut Vec<u8>) {
-    let mut seqs: Vec<usize> = removed
-        .iter()
-        .filter_map(|&u| sel.known.binary_search(&u).ok())
-        .collect();
-    seqs.sort_unstable();
-    for &i in seqs.iter().rev() {
-        let _ = write!(out, "* {} EXPUNGE\r\n", i + 1);
-        sel.known.remove(i);
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.release();
     }
+}
+
+/// What COPY did: the `(source UID, new UID)` pairs, whether some messages were gone, and
+/// the destination's UIDVALIDITY.
+type CopyDone = (Vec<(u32, u32)>, bool, u32);
+
+/// The STATUS items of a folder; `own_recent` is the session's `\Recent` count when the
+/// folder is its selected one (else the folder's unclaimed `\Recent` messages count).
+fn status_items(
+    shared: &Shared,
+    items: &[StatusItem],
+    own_recent: Option<usize>,
+) -> io::Result<Vec<String>> {
+    let mut folder = shared.folder()?;
+    if own_recent.is_none() {
+        shared.sync(&mut folder, false)?;
+    }
+    let mut parts = Vec::new();
+    for item in items {
+        let v: u64 = match item {
+            StatusItem::Messages => folder.len() as u64,
+            StatusItem::Recent => {
+                own_recent.unwrap_or_else(|| folder.unclaimed_recent(0).count()) as u64
+            }
+            StatusItem::UidNext => u64::from(folder.uidnext()),
+            StatusItem::UidValidity => u64::from(folder.uidvalidity()),
+            StatusItem::Unseen => folder.messages().filter(|m| !m.flags.seen).count() as u64,
+            StatusItem::HighestModSeq => folder.highest_modseq().max(1),
+            StatusItem::Size => {
+                let uids: Vec<u32> = folder.messages().map(|m| m.uid).collect();
+                let mut total = 0u64;
+                for u in uids {
+                    total += folder.rfc822_size(u).unwrap_or(0);
+                }
+                total
+            }
+        };
+        parts.push(format!("{} {v}", item.as_str()));
+    }
+    Ok(parts)
+}
+
+/// Expunges `uids` from the selected folder for this session (EXPUNGE, MOVE, UID
+/// EXPUNGE) and announces the ones removed.
+fn own_expunge(
+    sel: &mut Selected,
+    folder: &mut Folder,
+    uids: &[u32],
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let before = folder.expunge_generation();
+    let removed = folder.expunge(uids)?;
+    if sel.expunge_gen == before {
+        // Nobody else's expunges to look for.
+        sel.expunge_gen = folder.expunge_generation();
+    }
+    announce_expunged(sel, &removed, out);
+    Ok(())
+}
+
+/// COPY into the selected folder itself ([`Folder::copy_to`] needs another folder): each
+/// message is added again with its flags and INTERNALDATE. `NotFound` before anything was
+/// added when a file is not where the folder says (sync and retry); a file that vanishes
+/// after that is skipped.
+fn copy_within(folder: &mut Folder, uids: &[u32]) -> io::Result<Vec<(u32, u32)>> {
+    let mut todo = Vec::new();
+    for &uid in uids {
+        let (Some(m), Some(path)) = (folder.get(uid), folder.path(uid)) else {
+            continue;
+        };
+        std::fs::metadata(&path)?;
+        todo.push((uid, path, m.flags.clone(), m.internaldate));
+    }
+    let mut pairs = Vec::new();
+    for (uid, path, flags, date) in todo {
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        pairs.push((uid, folder.append(&data, &flags, Some(date))?));
+    }
+    Ok(pairs)
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 
 use std::fs;
 use std::path::Path;
+use std::rc::Rc;
 
-use petrel_imap_proto::parse_command;
+use petrel_imap_proto::{format_internal_date, parse_command};
 use petrel_imap_session::session::Session;
+use petrel_imap_session::SharedFolders;
 use petrel_mailstore::{FlagSet, Store};
 
 const MSG1: &[u8] = b"From: Alice <alice@example.org>\nTo: bob@example.com\nSubject: Hello\nDate: Wed, 17 Jul 1996 02:23:25 -0700\nMessage-ID: <1@example.org>\n\nHello Bob,\nhow are you?\n";
@@ -38,6 +40,18 @@ fn run(s: &mut Session, line: &str) -> String {
 fn run_bytes(s: &mut Session, line: &[u8]) -> String {
     let cmd = parse_command(line).unwrap();
     String::from_utf8_lossy(&s.handle(cmd).out).into_owned()
+}
+
+/// INTERNALDATE as the session shows it: in the server's local time zone.
+fn idate(epoch: i64) -> String {
+    // SAFETY: localtime_r only writes into the tm we hand it; a zeroed tm is valid.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        let t = epoch as libc::time_t;
+        libc::localtime_r(&t, &mut tm);
+        tm
+    };
+    format_internal_date(epoch, (tm.tm_gmtoff / 60) as i32)
 }
 
 fn tagged(out: &str) -> &str {
@@ -142,8 +156,11 @@ fn select_and_examine() {
              * OK [UNSEEN 1] First unseen.\r\n\
              * OK [UIDVALIDITY {uv}] UIDs valid\r\n\
              * OK [UIDNEXT 3] Predicted next UID\r\n\
-             a1 OK [READ-WRITE] Select completed.\r\n"
-        )
+             * OK [HIGHESTMODSEQ {hm}] Highest\r\n\
+             a1 OK [READ-WRITE] Select completed.\r\n",
+            hm = store.folder("INBOX").unwrap().highest_modseq()
+        ),
+        "HIGHESTMODSEQ comes with every SELECT (RFC 7162 3.1.2.1)"
     );
     let out = run(&mut s, "a2 EXAMINE inbox (CONDSTORE)");
     assert!(out.contains("* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n"));
@@ -189,7 +206,8 @@ fn fetch_items() {
     assert_eq!(
         out,
         format!(
-            "* 1 FETCH (FLAGS () INTERNALDATE \"17-Jul-1996 09:23:25 +0000\" RFC822.SIZE {size} UID 1)\r\na1 OK Fetch completed.\r\n"
+            "* 1 FETCH (FLAGS () INTERNALDATE \"{}\" RFC822.SIZE {size} UID 1)\r\na1 OK Fetch completed.\r\n",
+            idate(837_595_405)
         )
     );
     let out = run(&mut s, "a2 FETCH 1 ENVELOPE");
@@ -546,16 +564,22 @@ fn append() {
         format!("a1 OK [APPENDUID {uv} 1] Append completed.\r\n")
     );
     run(&mut s, "a2 SELECT Drafts");
+    // An appended message is \Recent (RFC 3501 6.3.11), for the session that selects the
+    // folder first.
     assert_eq!(
         run(&mut s, "a3 FETCH 1 (FLAGS INTERNALDATE)"),
-        "* 1 FETCH (FLAGS (\\Seen \\Draft) INTERNALDATE \"17-Jul-1996 09:44:25 +0000\")\r\na3 OK Fetch completed.\r\n"
+        format!(
+            "* 1 FETCH (FLAGS (\\Seen \\Draft \\Recent) INTERNALDATE \"{}\")\r\na3 OK Fetch completed.\r\n",
+            idate(837_596_665)
+        )
     );
-    // Into the selected mailbox: EXISTS comes with the answer.
+    // Into the selected mailbox: EXISTS comes with the answer, and the message is \Recent
+    // here.
     let mut cmd = format!("a4 APPEND Drafts {{{}}}\r\n", MSG3.len()).into_bytes();
     cmd.extend_from_slice(MSG3);
     assert_eq!(
         run_bytes(&mut s, &cmd),
-        format!("* 2 EXISTS\r\n* 0 RECENT\r\na4 OK [APPENDUID {uv} 2] Append completed.\r\n")
+        format!("* 2 EXISTS\r\n* 2 RECENT\r\na4 OK [APPENDUID {uv} 2] Append completed.\r\n")
     );
     let mut cmd = format!("a5 APPEND Nope {{{}}}\r\n", MSG3.len()).into_bytes();
     cmd.extend_from_slice(MSG3);
@@ -646,12 +670,18 @@ fn copy_and_move() {
     );
     assert_eq!(store.folder("Trash").unwrap().len(), 3);
     assert_eq!(store.folder("INBOX").unwrap().len(), 0);
-    // COPY into the selected mailbox announces the copies.
-    run(&mut s, "b SELECT Archive");
+    // COPY into the selected mailbox announces the copies; copies are \Recent (RFC 3501
+    // 6.4.7), the earlier ones for this session since it selected the folder first.
+    let out = run(&mut s, "b SELECT Archive");
+    assert!(out.contains("* 3 EXISTS\r\n* 3 RECENT\r\n"), "{out}");
     let out = run(&mut s, "b1 COPY 1 Archive");
     assert_eq!(
         out,
-        format!("* 4 EXISTS\r\n* 0 RECENT\r\nb1 OK [COPYUID {uv} 1 4] Copy completed.\r\n")
+        format!("* 4 EXISTS\r\n* 4 RECENT\r\nb1 OK [COPYUID {uv} 1 4] Copy completed.\r\n")
+    );
+    assert_eq!(
+        run(&mut s, "b2 FETCH 4 (FLAGS)"),
+        "* 4 FETCH (FLAGS (\\Recent))\r\nb2 OK Fetch completed.\r\n"
     );
     arch.sync().unwrap();
     assert_eq!(arch.len(), 4);
@@ -863,5 +893,409 @@ fn selected_mailbox_guards_and_check() {
     assert_eq!(
         run(&mut s, "a6 RENAME INBOX Old"),
         "* 1 EXPUNGE\r\na6 OK Rename completed.\r\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions of one worker sharing their folders.
+// ---------------------------------------------------------------------------------------
+
+fn shared(store: &Store, folders: &Rc<SharedFolders>) -> Session {
+    Session::with_folders(store.clone(), "bob", folders.clone()).unwrap()
+}
+
+fn ups(s: &mut Session) -> String {
+    String::from_utf8(s.updates().unwrap()).unwrap()
+}
+
+/// The number in `MODSEQ (n)` of a response.
+fn modseq_of(out: &str) -> u64 {
+    out.split("MODSEQ (")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MODSEQ in {out}"))
+}
+
+#[test]
+fn shared_folder_flag_changes_reach_the_others_only() {
+    let (_d, store) = setup();
+    put(&store, "INBOX", &[MSG1, MSG2, MSG3]);
+    let folders = SharedFolders::new();
+    let mut a = shared(&store, &folders);
+    let mut b = shared(&store, &folders);
+    run(&mut a, "a SELECT INBOX");
+    run(&mut b, "b SELECT INBOX");
+    assert_eq!(folders.len(), 1);
+    assert_eq!(a.selected_dir(), Some(store.root()));
+    assert_eq!(b.selected_dir(), Some(store.root()));
+    // A's change: answered by its STORE, announced to B once, never again to A.
+    assert_eq!(
+        run(&mut a, "a1 STORE 2 +FLAGS (\\Flagged)"),
+        "* 2 FETCH (FLAGS (\\Flagged))\r\na1 OK Store completed.\r\n"
+    );
+    assert_eq!(ups(&mut b), "* 2 FETCH (FLAGS (\\Flagged))\r\n");
+    assert_eq!(ups(&mut b), "");
+    assert_eq!(run(&mut a, "a2 NOOP"), "a2 OK NOOP completed.\r\n");
+    assert_eq!(ups(&mut a), "");
+    // .SILENT: nothing to A, the change to B in its next command's answer.
+    assert_eq!(
+        run(&mut a, "a3 STORE 3 +FLAGS.SILENT (\\Seen)"),
+        "a3 OK Store completed.\r\n"
+    );
+    assert_eq!(
+        run(&mut b, "b1 FETCH 1 (UID)"),
+        "* 1 FETCH (UID 1)\r\n* 3 FETCH (FLAGS (\\Seen))\r\nb1 OK Fetch completed.\r\n"
+    );
+    assert_eq!(run(&mut a, "a4 NOOP"), "a4 OK NOOP completed.\r\n");
+    // FETCH BODY[] setting \Seen is A's own change too.
+    let out = run(&mut a, "a5 FETCH 1 BODY[]");
+    assert!(out.contains(" FLAGS (\\Seen))\r\n"), "{out}");
+    assert_eq!(run(&mut a, "a6 NOOP"), "a6 OK NOOP completed.\r\n");
+    assert_eq!(
+        run(&mut b, "b2 NOOP"),
+        "* 1 FETCH (FLAGS (\\Seen))\r\nb2 OK NOOP completed.\r\n"
+    );
+    // With CONDSTORE: UID and MODSEQ; both changes of one message give one FETCH.
+    run(&mut b, "b ENABLE CONDSTORE");
+    run(&mut a, "a7 STORE 1 +FLAGS.SILENT (\\Answered)");
+    run(&mut a, "a8 STORE 1 -FLAGS.SILENT (\\Seen)");
+    let up = ups(&mut b);
+    assert!(up.starts_with("* 1 FETCH (UID 1 MODSEQ ("), "{up}");
+    assert!(up.ends_with(" FLAGS (\\Answered))\r\n"), "{up}");
+    assert_eq!(up.lines().count(), 1, "{up}");
+    // A flag change by another process (a renamed file) is seen by the sync of the next
+    // turn, gets a new MODSEQ and goes to both.
+    let before = modseq_of(&run(&mut b, "b3 FETCH 2 (MODSEQ)"));
+    let f = cur_files(store.root())
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(":2,F"))
+        .unwrap();
+    let renamed = f.to_string_lossy().replace(":2,F", ":2,FS");
+    fs::rename(&f, &renamed).unwrap();
+    folders.tick();
+    let up = ups(&mut b);
+    assert!(up.starts_with("* 2 FETCH (UID 2 MODSEQ ("), "{up}");
+    assert!(up.ends_with(" FLAGS (\\Flagged \\Seen))\r\n"), "{up}");
+    assert!(modseq_of(&up) > before, "{up}");
+    assert_eq!(ups(&mut a), "* 2 FETCH (FLAGS (\\Flagged \\Seen))\r\n");
+    // B's own STORE: not repeated to B, announced to A.
+    let out = run(&mut b, "b4 STORE 3 +FLAGS (\\Deleted)");
+    assert!(out.starts_with("* 3 FETCH (MODSEQ ("), "{out}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(ups(&mut b), "");
+    assert_eq!(ups(&mut a), "* 3 FETCH (FLAGS (\\Deleted \\Seen))\r\n");
+}
+
+#[test]
+fn shared_folder_expunge_waits_for_a_command_that_allows_it() {
+    let (_d, store) = setup();
+    put(&store, "INBOX", &[MSG1, MSG2, MSG3]);
+    let folders = SharedFolders::new();
+    let mut a = shared(&store, &folders);
+    let mut b = shared(&store, &folders);
+    run(&mut a, "a SELECT INBOX");
+    run(&mut b, "b SELECT INBOX");
+    run(&mut a, "a1 STORE 1 +FLAGS.SILENT (\\Deleted)");
+    assert_eq!(
+        run(&mut a, "a2 EXPUNGE"),
+        "* 1 EXPUNGE\r\na2 OK Expunge completed.\r\n"
+    );
+    assert_eq!(run(&mut a, "a3 NOOP"), "a3 OK NOOP completed.\r\n");
+    // B: FETCH, STORE and SEARCH send no EXPUNGE; the message is a ghost meanwhile.
+    let out = run(&mut b, "b1 FETCH 1:* (UID)");
+    assert_eq!(
+        out,
+        "* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\nb1 OK Fetch completed; some messages were expunged meanwhile.\r\n"
+    );
+    assert_eq!(
+        run(&mut b, "b2 SEARCH ALL"),
+        "* SEARCH 2 3\r\nb2 OK Search completed.\r\n"
+    );
+    assert_eq!(
+        run(&mut b, "b3 SEARCH 1:2"),
+        "* SEARCH 2\r\nb3 OK Search completed.\r\n",
+        "sequence numbers are the client's"
+    );
+    let out = run(&mut b, "b4 STORE 1:2 +FLAGS (\\Answered)");
+    assert_eq!(
+        out,
+        "* 2 FETCH (FLAGS (\\Answered))\r\nb4 NO Some of the messages no longer exist.\r\n"
+    );
+    // A sees B's change, B's NOOP finally gets the EXPUNGE.
+    assert_eq!(
+        run(&mut a, "a4 NOOP"),
+        "* 1 FETCH (FLAGS (\\Answered))\r\na4 OK NOOP completed.\r\n"
+    );
+    assert_eq!(
+        run(&mut b, "b5 NOOP"),
+        "* 1 EXPUNGE\r\nb5 OK NOOP completed.\r\n"
+    );
+    assert_eq!(
+        run(&mut b, "b6 FETCH 1:* (UID)"),
+        "* 1 FETCH (UID 2)\r\n* 2 FETCH (UID 3)\r\nb6 OK Fetch completed.\r\n"
+    );
+    // Also in IDLE (updates) and with an expunge by another process.
+    fs::remove_file(&cur_files(store.root())[0]).unwrap();
+    folders.tick();
+    assert_eq!(ups(&mut a), "* 1 EXPUNGE\r\n");
+    assert_eq!(ups(&mut b), "* 1 EXPUNGE\r\n");
+}
+
+#[test]
+fn shared_folder_new_mail_is_recent_in_exactly_one_session() {
+    let (_d, store) = setup();
+    put(&store, "INBOX", &[MSG1]);
+    let folders = SharedFolders::new();
+    let mut s: Vec<Session> = (0..3).map(|_| shared(&store, &folders)).collect();
+    for (i, x) in s.iter_mut().enumerate() {
+        let out = run(x, &format!("s{i} SELECT INBOX"));
+        assert!(out.contains("* 1 EXISTS\r\n* 0 RECENT\r\n"), "{out}");
+    }
+    let mut idle = shared(&store, &folders);
+    fs::write(store.root().join("new/1000.M1P2Q3.host"), MSG2).unwrap();
+    folders.tick();
+    // STATUS from a session without the folder selected does not take \Recent.
+    assert_eq!(
+        run(&mut idle, "i1 STATUS INBOX (MESSAGES RECENT)"),
+        "* STATUS INBOX (MESSAGES 2 RECENT 1)\r\ni1 OK Status completed.\r\n"
+    );
+    let outs: Vec<String> = s.iter_mut().map(ups).collect();
+    for o in &outs {
+        assert!(o.starts_with("* 2 EXISTS\r\n"), "{o}");
+    }
+    let recent: Vec<usize> = (0..3).filter(|&i| outs[i].contains("* 1 RECENT")).collect();
+    assert_eq!(recent.len(), 1, "{outs:?}");
+    for (i, o) in outs.iter().enumerate() {
+        if !recent.contains(&i) {
+            assert!(o.contains("* 0 RECENT"), "{o}");
+        }
+    }
+    let r = recent[0];
+    for (i, x) in s.iter_mut().enumerate() {
+        let out = run(x, "f FETCH 2 (FLAGS)");
+        assert_eq!(out.contains("\\Recent"), i == r, "{i}: {out}");
+        let out = run(x, "g SEARCH RECENT");
+        let want = if i == r {
+            "* SEARCH 2\r\n"
+        } else {
+            "* SEARCH\r\n"
+        };
+        assert!(out.starts_with(want), "{i}: {out}");
+    }
+    assert_eq!(
+        run(&mut idle, "i2 STATUS INBOX (RECENT)"),
+        "* STATUS INBOX (RECENT 0)\r\ni2 OK Status completed.\r\n"
+    );
+    // A later SELECT finds nothing \Recent left; EXAMINE shows without taking.
+    let out = run(&mut idle, "i3 SELECT INBOX");
+    assert!(out.contains("* 2 EXISTS\r\n* 0 RECENT\r\n"), "{out}");
+    fs::write(store.root().join("new/1001.M1P2Q4.host"), MSG3).unwrap();
+    folders.tick();
+    let out = run(&mut idle, "i4 EXAMINE INBOX");
+    assert!(out.contains("* 3 EXISTS\r\n* 1 RECENT\r\n"), "{out}");
+    // The RECENT count is of all the session's \Recent messages.
+    let had = |i: usize| usize::from(i == r);
+    assert_eq!(
+        ups(&mut s[0]),
+        format!("* 3 EXISTS\r\n* {} RECENT\r\n", 1 + had(0)),
+        "EXAMINE left it unclaimed"
+    );
+    assert_eq!(
+        ups(&mut s[1]),
+        format!("* 3 EXISTS\r\n* {} RECENT\r\n", had(1))
+    );
+    // APPEND and COPY to a folder nobody selected leave \Recent for its first SELECT.
+    let mut cmd = format!("c1 APPEND Trash {{{}}}\r\n", MSG3.len()).into_bytes();
+    cmd.extend_from_slice(MSG3);
+    assert!(run_bytes(&mut s[2], &cmd).contains("c1 OK [APPENDUID "));
+    assert!(run(&mut s[2], "c2 COPY 1 Trash").contains("c2 OK [COPYUID "));
+    fs::write(store.root().join(".Trash/new/1002.M1P2Q5.host"), MSG1).unwrap();
+    assert_eq!(
+        run(&mut s[2], "c3 STATUS Trash (MESSAGES RECENT)"),
+        "* STATUS Trash (MESSAGES 3 RECENT 3)\r\nc3 OK Status completed.\r\n"
+    );
+    let out = run(&mut s[1], "c4 SELECT Trash");
+    assert!(out.contains("* 3 EXISTS\r\n* 3 RECENT\r\n"), "{out}");
+}
+
+#[test]
+fn shared_folder_syncs_once_per_turn() {
+    let (_d, store) = setup();
+    put(&store, "INBOX", &[MSG1]);
+    let folders = SharedFolders::new();
+    let mut a = shared(&store, &folders);
+    let mut b = shared(&store, &folders);
+    run(&mut a, "a SELECT INBOX");
+    run(&mut b, "b SELECT INBOX");
+    folders.tick();
+    assert_eq!(ups(&mut a), "");
+    fs::write(store.root().join("new/1000.M1P2Q3.host"), MSG2).unwrap();
+    // Same turn: the folder was synced already, B sees nothing yet.
+    assert_eq!(ups(&mut b), "");
+    folders.tick();
+    assert_eq!(ups(&mut b), "* 2 EXISTS\r\n* 1 RECENT\r\n");
+    assert_eq!(ups(&mut a), "* 2 EXISTS\r\n* 0 RECENT\r\n");
+    // This worker's own APPEND is seen at once, in the same turn.
+    let mut cmd = format!("a1 APPEND INBOX {{{}}}\r\n", MSG3.len()).into_bytes();
+    cmd.extend_from_slice(MSG3);
+    let out = run_bytes(&mut a, &cmd);
+    assert!(out.starts_with("* 3 EXISTS\r\n* 1 RECENT\r\n"), "{out}");
+    assert_eq!(ups(&mut b), "* 3 EXISTS\r\n* 1 RECENT\r\n");
+}
+
+#[test]
+fn shared_folder_lru_and_uidvalidity() {
+    let (_d, store) = setup();
+    put(&store, "INBOX", &[MSG1]);
+    let folders = SharedFolders::new();
+    let mut a = shared(&store, &folders);
+    for i in 0..12 {
+        run(&mut a, &format!("c CREATE F{i}"));
+    }
+    run(&mut a, "a SELECT INBOX");
+    assert_eq!(folders.len(), 1);
+    for i in 0..12 {
+        assert!(run(&mut a, &format!("s SELECT F{i}")).contains("OK [READ-WRITE]"));
+    }
+    assert_eq!(folders.len(), 9, "8 unselected kept, and the selected one");
+    run(&mut a, "u UNSELECT");
+    assert_eq!(folders.len(), 8);
+    assert_eq!(a.selected_dir(), None);
+    // DELETE forgets the folder; a session that drops ends its selection.
+    run(&mut a, "d DELETE F11");
+    assert_eq!(folders.len(), 7);
+    let mut b = shared(&store, &folders);
+    run(&mut b, "b SELECT INBOX");
+    drop(b);
+    assert_eq!(folders.len(), 8);
+    // A new UIDVALIDITY ends the sessions that have the folder selected.
+    let mut c = shared(&store, &folders);
+    run(&mut c, "c SELECT INBOX");
+    let list = store.root().join("dovecot-uidlist");
+    let text = fs::read_to_string(&list).unwrap();
+    let (head, rest) = text.split_once('\n').unwrap();
+    let head: Vec<String> = head
+        .split(' ')
+        .map(|f| match f.strip_prefix('V') {
+            Some(v) => format!("V{}", v.parse::<u32>().unwrap() + 1),
+            None => f.to_string(),
+        })
+        .collect();
+    fs::write(&list, format!("{}\n{rest}", head.join(" "))).unwrap();
+    fs::write(store.root().join("new/1000.M1P2Q3.host"), MSG2).unwrap();
+    folders.tick();
+    assert!(ups(&mut c).starts_with("* BYE [UNAVAILABLE]"));
+    let o = c.handle(parse_command(b"c1 NOOP").unwrap());
+    assert!(o.logout);
+    let mut d = shared(&store, &folders);
+    assert!(run(&mut d, "d SELECT INBOX").contains("* 2 EXISTS\r\n"));
+}
+
+#[test]
+fn a_thousand_sessions_share_one_folder() {
+    let (_d, store) = setup();
+    let cur = store.root().join("cur");
+    for i in 0..10_000u32 {
+        let body = format!("Subject: m{i}\n\nbody {i}\n");
+        fs::write(
+            cur.join(format!("{}.M{i}P1Q{i}.host:2,", 1_600_000_000 + i)),
+            body,
+        )
+        .unwrap();
+    }
+    let folders = SharedFolders::new();
+    let mut sessions: Vec<Session> = Vec::new();
+    for i in 0..1000 {
+        let mut s = shared(&store, &folders);
+        let out = run(&mut s, &format!("s{i} SELECT INBOX"));
+        assert!(out.contains("* 10000 EXISTS\r\n"), "{out}");
+        sessions.push(s);
+    }
+    assert_eq!(folders.len(), 1);
+    let max = sessions.iter().map(Session::view_bytes).max().unwrap();
+    println!("idle session in a 10,000-message folder: {max} bytes of its own");
+    assert!(max < 2048, "{max}");
+    // New mail: every view takes the new shared list instead of a copy of its own.
+    fs::write(store.root().join("new/1700000000.M1P2Q3.host"), MSG1).unwrap();
+    folders.tick();
+    for s in &mut sessions {
+        assert!(ups(s).starts_with("* 10001 EXISTS\r\n"));
+    }
+    let max = sessions.iter().map(Session::view_bytes).max().unwrap();
+    assert!(max < 2048, "after new mail: {max}");
+    // An expunge: the sessions that may not announce it yet keep sharing the list they
+    // had; one that must add new mail to such a list (EXISTS may be sent, EXPUNGE not)
+    // copies it until it may send the EXPUNGE, then shares again.
+    let (first, rest) = sessions.split_first_mut().unwrap();
+    run(first, "x STORE 1 +FLAGS.SILENT (\\Deleted)");
+    assert!(run(first, "x EXPUNGE").starts_with("* 1 EXPUNGE\r\n"));
+    assert!(first.view_bytes() < 2048, "{}", first.view_bytes());
+    let (other, rest) = rest.split_first_mut().unwrap();
+    assert_eq!(
+        run(other, "y FETCH 2 (UID)"),
+        "* 2 FETCH (UID 2)\r\ny OK Fetch completed.\r\n"
+    );
+    assert!(other.view_bytes() < 2048, "{}", other.view_bytes());
+    fs::write(store.root().join("new/1700000001.M1P2Q4.host"), MSG2).unwrap();
+    folders.tick();
+    let out = run(other, "y FETCH 2 (UID)");
+    assert!(out.contains("* 10002 EXISTS\r\n"), "{out}");
+    let ghostly = other.view_bytes();
+    assert!(ghostly >= 40_000, "a list of its own: {ghostly}");
+    println!("with an EXPUNGE not announced yet and new mail: {ghostly} bytes");
+    assert_eq!(
+        run(other, "y NOOP"),
+        "* 1 EXPUNGE\r\ny OK NOOP completed.\r\n"
+    );
+    assert!(other.view_bytes() < 2048, "{}", other.view_bytes());
+    for s in rest.iter_mut() {
+        assert_eq!(ups(s), "* 1 EXPUNGE\r\n* 10001 EXISTS\r\n* 0 RECENT\r\n");
+    }
+    assert!(ups(first).starts_with("* 10001 EXISTS\r\n"));
+    let max = sessions.iter().map(Session::view_bytes).max().unwrap();
+    assert!(max < 2048, "after the expunge: {max}");
+    assert_eq!(folders.len(), 1);
+}
+
+#[test]
+fn list_recursivematch_gives_childinfo() {
+    let (_d, store) = setup();
+    let mut s = session(&store);
+    for n in ["Foo.Bar", "Foo.Baz", "Eps", "Eps.Mb"] {
+        run(&mut s, &format!("c CREATE {n}"));
+    }
+    for n in ["Foo.Bar", "Eps", "Eps.Mb", "Qux.Bar"] {
+        run(&mut s, &format!("s SUBSCRIBE {n}"));
+    }
+    let out = run(&mut s, "a2 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %");
+    assert!(
+        out.contains(
+            "* LIST (\\Noselect \\HasChildren) \".\" Foo (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "* LIST (\\HasChildren \\Subscribed) \".\" Eps (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("* LIST (\\NonExistent) \".\" Qux (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Foo.Bar") && !out.contains("Qux.Bar"),
+        "{out}"
+    );
+    let plain = run(&mut s, "a3 LIST (SUBSCRIBED) \"\" %");
+    assert!(
+        !plain.contains("CHILDINFO") && !plain.contains(" Foo\r\n"),
+        "{plain}"
+    );
+    assert!(
+        plain.contains("* LIST (\\HasChildren \\Subscribed) \".\" Eps\r\n"),
+        "{plain}"
     );
 }

@@ -411,6 +411,27 @@ pub mod auth {
             /// The user name.
             user: String,
         },
+        /// [`Request::Check`] for a login that starts a mail session in another process
+        /// (imapd, pop3d): a right password is answered with [`Reply::Ticket`] instead of
+        /// [`Reply::Ok`], so the network-facing process never has to be believed about who
+        /// logged in.
+        Login {
+            /// As in [`Request::Check`].
+            service: String,
+            /// As in [`Request::Check`].
+            client: String,
+            /// As in [`Request::Check`].
+            user: String,
+            /// As in [`Request::Check`].
+            password: String,
+        },
+        /// Exchange a ticket from [`Reply::Ticket`] for the account it was issued for
+        /// ([`Reply::Ok`]), once, within a minute; anything else is [`Reply::Fail`]. Asked by
+        /// the privileged session spawner.
+        Redeem {
+            /// The ticket.
+            ticket: String,
+        },
     }
 
     /// authd → service.
@@ -426,6 +447,13 @@ pub mod auth {
             gid: u32,
             /// The user's home directory.
             home: String,
+        },
+        /// The password is right ([`Request::Login`]): a one-time ticket for the session.
+        Ticket {
+            /// The canonical user name.
+            user: String,
+            /// What [`Request::Redeem`] takes (random, hex).
+            ticket: String,
         },
         /// Wrong user or password (the same answer for both).
         Fail,

@@ -186,6 +186,13 @@ impl Keywords {
 /// Splits a Maildir file name into its base (before `:2,`, the UID list key) and the flag
 /// letters after `:2,` (empty when there is no info suffix).
 pub fn split_name(file: &str) -> (&str, &str) {
+    // The usual case first, without a substring search: the first colon starts `:2,`.
+    let b = file.as_bytes();
+    if let Some(i) = b.iter().position(|c| *c == b':') {
+        if b.get(i + 1) == Some(&b'2') && b.get(i + 2) == Some(&b',') {
+            return (&file[..i], &file[i + 3..]);
+        }
+    }
     match file.find(":2,") {
         Some(i) => (&file[..i], &file[i + 3..]),
         None => match file.find(':') {
@@ -199,16 +206,16 @@ pub fn split_name(file: &str) -> (&str, &str) {
 /// Parses the flag letters of an info suffix; keyword letters missing from `kw` are dropped.
 pub fn parse_letters(letters: &str, kw: &Keywords) -> FlagSet {
     let mut f = FlagSet::default();
-    for c in letters.chars() {
+    for c in letters.bytes() {
         match c {
-            'D' => f.draft = true,
-            'F' => f.flagged = true,
-            'P' => f.passed = true,
-            'R' => f.answered = true,
-            'S' => f.seen = true,
-            'T' => f.deleted = true,
-            'a'..='z' => {
-                if let Some(n) = kw.name(c) {
+            b'D' => f.draft = true,
+            b'F' => f.flagged = true,
+            b'P' => f.passed = true,
+            b'R' => f.answered = true,
+            b'S' => f.seen = true,
+            b'T' => f.deleted = true,
+            b'a'..=b'z' => {
+                if let Some(n) = kw.name(char::from(c)) {
                     f.keywords.insert(n.to_string());
                 }
             }
@@ -257,6 +264,10 @@ mod tests {
         assert_eq!(split_name("1.M2.h,S=5:2,RS"), ("1.M2.h,S=5", "RS"));
         assert_eq!(split_name("1.M2.h,S=5"), ("1.M2.h,S=5", ""));
         assert_eq!(split_name("1.M2.h:2,"), ("1.M2.h", ""));
+        assert_eq!(split_name("1.M2.h:1,x:2,S"), ("1.M2.h:1,x", "S"));
+        assert_eq!(split_name("1.M2.h:1,x"), ("1.M2.h", ""));
+        assert_eq!(split_name("1.M2.h:2"), ("1.M2.h", ""));
+        assert_eq!(split_name("é:2,é"), ("é", "é"));
     }
 
     #[test]

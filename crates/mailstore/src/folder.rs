@@ -1,15 +1,20 @@
 //! An opened folder: its messages, UIDs, flags and MODSEQs, kept in step with the directory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, OpenOptions};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::flags::{file_name, parse_letters, split_name, FlagSet, Keywords};
-use crate::index::{Index, IndexRecord};
+use crate::index::{
+    self, dir_stamps, BlobFile, BlobRef, BlobSet, BlobSource, DirStamps, Header, IndexFile,
+    RecordOut, Stamp,
+};
 use crate::sync_dir;
 use crate::uidlist::{new_guid, new_uidvalidity, DotLock, UidEntry, UidList};
 
@@ -49,10 +54,76 @@ pub struct Changes {
 #[derive(Debug, Clone)]
 struct Entry {
     info: MessageInfo,
-    base: String,
+    /// The length of the base name: `info.file[..base_len]`.
+    base_len: usize,
     vsize: Option<u64>,
-    cache: Vec<(u8, Vec<u8>)>,
+    blobs: Blobs,
 }
+
+impl Entry {
+    /// The base name (the UID list key): the file name before `:2,`.
+    fn base(&self) -> &str {
+        self.info
+            .file
+            .get(..self.base_len)
+            .unwrap_or(&self.info.file)
+    }
+}
+
+/// A message's cache blobs: read from an index file the first time they are asked for.
+#[derive(Debug, Clone, Default)]
+struct Blobs {
+    /// Which of [`Folder::blob_files`] holds them (1-based; 0: none on disk) …
+    slot: u32,
+    /// … and where.
+    at: BlobRef,
+    /// Once read or set: all of them (`slot` is then ignored).
+    mem: OnceLock<BlobSet>,
+}
+
+impl Blobs {
+    fn on_disk(slot: u32, at: BlobRef) -> Blobs {
+        Blobs {
+            slot: if at.len == 0 { 0 } else { slot },
+            at,
+            mem: OnceLock::new(),
+        }
+    }
+}
+
+/// An index record not matched to a file yet (its name is in [`Folder::warm_names`]).
+#[derive(Debug, Clone, Copy)]
+struct Warm {
+    modseq: u64,
+    size: u64,
+    vsize: Option<u64>,
+    internaldate: i64,
+    name: (usize, usize),
+    blobs: (u32, BlobRef),
+}
+
+/// A hasher for UIDs (small integers, not chosen by an attacker): one multiplication.
+#[derive(Debug, Default, Clone, Copy)]
+struct UidHasher(u64);
+
+impl Hasher for UidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        let h = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
+    }
+}
+
+type UidHash = BuildHasherDefault<UidHasher>;
 
 /// An opened folder. See [`Folder::sync`].
 #[derive(Debug)]
@@ -65,25 +136,47 @@ pub struct Folder {
     guid: String,
     keywords: Keywords,
     msgs: Vec<Entry>,
-    by_uid: HashMap<u32, usize>,
+    by_uid: HashMap<u32, usize, UidHash>,
     /// What the UID list said when last read: base → (uid, ext fields).
     listed: HashMap<String, (u32, String)>,
+    /// Whether `listed` holds the UID list (an open from a quiet index leaves it unread
+    /// until a sync needs it).
+    listed_loaded: bool,
+    /// The stamp of the UID list `listed` and `next_uid` come from.
+    list_stamp: Option<Stamp>,
     /// Index records not yet matched to a file, by UID.
-    warm: HashMap<u32, IndexRecord>,
+    warm: HashMap<u32, Warm, UidHash>,
+    /// The file names of `warm`.
+    warm_names: String,
+    /// Index files the messages' cache blobs are read from ([`Blobs::slot`] - 1).
+    blob_files: Vec<Option<BlobFile>>,
+    /// A blob read from an index file was damaged: the index is rewritten at the next sync.
+    blob_damage: AtomicBool,
     highest_modseq: u64,
     index_dirty: bool,
-    index_stamp: Option<(u64, SystemTime)>,
+    index_stamp: Option<Stamp>,
+    /// The stamps of [`index::STAMPED`] at the start of the last full sync, when settled:
+    /// the messages as they are now were read after them (saved with the index so that
+    /// the next open can skip the directories and the UID list when they still match).
+    disk_stamps: Option<DirStamps>,
+    /// What the index file on disk says about them.
+    index_has_stamps: Option<DirStamps>,
     /// The state of the directories and files at the start of the last full sync, when it
     /// was old enough to be trusted: equal stamps mean nothing changed since.
     quiet_stamps: Option<Stamps>,
+    /// What sessions sharing this folder need to find their own updates.
+    track: Tracking,
 }
 
 /// Modification stamps of what a sync reads: new/, cur/, dovecot-keywords, petrel-index.
-type Stamps = [Option<(u64, SystemTime)>; 4];
+type Stamps = [Option<Stamp>; 4];
 
 /// A directory or file changed less than this long ago may still change within the same
 /// timestamp tick, unseen: its stamp is not trusted to mean "nothing new".
 const STAMP_SETTLE: Duration = Duration::from_secs(1);
+
+/// How many following messages' blobs are read along with one message's.
+const BLOB_READ_AHEAD: usize = 64;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -166,9 +259,8 @@ fn read_names(dir: &Path) -> io::Result<Vec<String>> {
     Ok(v)
 }
 
-fn file_stamp(path: &Path) -> Option<(u64, SystemTime)> {
-    let m = fs::metadata(path).ok()?;
-    Some((m.len(), m.modified().ok()?))
+fn file_stamp(path: &Path) -> Option<Stamp> {
+    fs::metadata(path).ok().map(|m| Stamp::of(&m))
 }
 
 impl Folder {
@@ -184,16 +276,32 @@ impl Folder {
             guid: String::new(),
             keywords: Keywords::default(),
             msgs: Vec::new(),
-            by_uid: HashMap::new(),
+            by_uid: HashMap::default(),
             listed: HashMap::new(),
-            warm: HashMap::new(),
+            listed_loaded: false,
+            list_stamp: None,
+            warm: HashMap::default(),
+            warm_names: String::new(),
+            blob_files: Vec::new(),
+            blob_damage: AtomicBool::new(false),
             highest_modseq: 0,
             index_dirty: false,
             index_stamp: None,
+            disk_stamps: None,
+            index_has_stamps: None,
             quiet_stamps: None,
+            track: Tracking::default(),
         };
-        if let Some(list) = UidList::load(&f.dir)? {
-            f.take_list(list);
+        let index = match IndexFile::open(&f.dir) {
+            Some(index) => match f.open_quiet(index)? {
+                None => return Ok(f),
+                unused => unused,
+            },
+            None => None,
+        };
+        let (list, stamp) = f.read_list()?;
+        if let Some(list) = list {
+            f.take_list(list, stamp);
         }
         if f.uidvalidity == 0 {
             let lock = f.lock()?;
@@ -205,12 +313,78 @@ impl Folder {
             }
             drop(lock);
         }
-        f.load_index();
+        f.load_index(index);
         f.sync()?;
         Ok(f)
     }
 
-    fn take_list(&mut self, list: UidList) {
+    /// The open of a quiet folder: when the index's stamps of `new/`, `cur/`, the UID list
+    /// and the keywords still match the directory, the index's messages are the folder's,
+    /// and neither the directories nor the UID list are read. Gives the index back when it
+    /// cannot be used so (the caller then syncs in full).
+    fn open_quiet(&mut self, index: IndexFile) -> io::Result<Option<IndexFile>> {
+        let h = index.header;
+        let Some(stamps) = h.stamps else {
+            return Ok(Some(index));
+        };
+        if h.uidvalidity == 0 || dir_stamps(&self.dir) != Some(stamps) {
+            return Ok(Some(index));
+        }
+        self.keywords = Keywords::load(&self.dir)?;
+        self.uidvalidity = h.uidvalidity;
+        self.next_uid = h.next_uid.max(1);
+        self.highest_modseq = h.highest_modseq;
+        self.list_stamp = stamps[2];
+        self.disk_stamps = Some(stamps);
+        self.index_has_stamps = Some(stamps);
+        self.index_stamp = Some(index.stamp);
+        let kw = &self.keywords;
+        let mut msgs = Vec::with_capacity(index.len());
+        for r in index.records() {
+            let (base, letters) = split_name(r.file);
+            msgs.push(Entry {
+                info: MessageInfo {
+                    uid: r.uid,
+                    file: r.file.to_string(),
+                    size: r.size,
+                    internaldate: r.internaldate,
+                    flags: parse_letters(letters, kw),
+                    modseq: r.modseq,
+                    recent: false,
+                },
+                base_len: base.len(),
+                vsize: r.vsize,
+                blobs: Blobs::on_disk(1, r.blobs),
+            });
+        }
+        self.msgs = msgs;
+        self.blob_files = vec![Some(index.into_blob_file())];
+        self.by_uid = self
+            .msgs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.info.uid, i))
+            .collect();
+        // The stamps the next sync compares, from the same look at the directory (and at
+        // the index file that was read): trusted when the index file is settled too, as
+        // the directories are.
+        if self
+            .index_stamp
+            .is_some_and(|s| s.settled(SystemTime::now(), STAMP_SETTLE))
+        {
+            self.quiet_stamps = Some([stamps[0], stamps[1], stamps[3], self.index_stamp]);
+        }
+        self.track.start(self.highest_modseq);
+        Ok(None)
+    }
+
+    /// Reads the UID list, with the stamp it had before it was read.
+    fn read_list(&self) -> io::Result<(Option<UidList>, Option<Stamp>)> {
+        let stamp = file_stamp(&self.dir.join("dovecot-uidlist"));
+        Ok((UidList::load(&self.dir)?, stamp))
+    }
+
+    fn take_list(&mut self, list: UidList, stamp: Option<Stamp>) {
         self.uidvalidity = list.uidvalidity;
         self.next_uid = list.next_uid;
         self.guid = list.guid;
@@ -219,23 +393,53 @@ impl Folder {
             .into_iter()
             .map(|e| (e.base, (e.uid, e.ext)))
             .collect();
+        self.listed_loaded = true;
+        self.list_stamp = stamp;
     }
 
-    fn load_index(&mut self) {
-        self.index_stamp = file_stamp(&self.dir.join("petrel-index"));
-        let Some(index) = Index::load(&self.dir) else {
+    /// Reads the UID list into `listed` when an open from a quiet index skipped it (and it
+    /// still has our UIDVALIDITY; else the next look under the lock finds out).
+    fn ensure_listed(&mut self) -> io::Result<()> {
+        if self.listed_loaded {
+            return Ok(());
+        }
+        let (list, stamp) = self.read_list()?;
+        if let Some(list) = list {
+            if list.uidvalidity == self.uidvalidity {
+                self.take_list(list, stamp);
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges an index (`index`, or else the file on disk): the MODSEQs, sizes and blobs
+    /// of known messages; the other records wait in `warm` for their files.
+    fn load_index(&mut self, index: Option<IndexFile>) {
+        let Some(index) = index.or_else(|| IndexFile::open(&self.dir)) else {
+            self.index_stamp = file_stamp(&self.dir.join("petrel-index"));
+            self.index_has_stamps = None;
             self.index_dirty = true;
             return;
         };
-        if index.uidvalidity != self.uidvalidity || self.uidvalidity == 0 {
+        self.index_stamp = Some(index.stamp);
+        self.index_has_stamps = index.header.stamps;
+        if index.header.uidvalidity != self.uidvalidity || self.uidvalidity == 0 {
             self.index_dirty = true;
             return;
         }
-        self.highest_modseq = self.highest_modseq.max(index.highest_modseq);
-        for r in index.records {
+        self.highest_modseq = self.highest_modseq.max(index.header.highest_modseq);
+        let slot = u32::try_from(self.blob_files.len() + 1).unwrap_or(0);
+        self.warm.clear();
+        self.warm
+            .reserve(index.len().saturating_sub(self.msgs.len()));
+        let mut name_off = 0;
+        for r in index.records() {
+            let name = (name_off, r.file.len());
+            name_off += r.file.len();
             match self.by_uid.get(&r.uid) {
                 Some(&i) => {
-                    // Another session wrote it: keep the newer MODSEQ and its cache.
+                    // Another session wrote it: keep the newer MODSEQ, and its blobs unless
+                    // ours were read or set here.
                     let e = &mut self.msgs[i];
                     if r.file == e.info.file && r.modseq > e.info.modseq {
                         e.info.modseq = r.modseq;
@@ -243,17 +447,61 @@ impl Folder {
                     if e.vsize.is_none() {
                         e.vsize = r.vsize;
                     }
-                    for (k, b) in r.cache {
-                        if !e.cache.iter().any(|(ek, _)| *ek == k) {
-                            e.cache.push((k, b));
-                        }
+                    let ours = e.blobs.mem.get().is_some_and(|s| !s.is_empty());
+                    if r.blobs.len > 0 && !ours {
+                        e.blobs = Blobs::on_disk(slot, r.blobs);
                     }
                 }
                 None => {
-                    self.warm.insert(r.uid, r);
+                    self.warm.insert(
+                        r.uid,
+                        Warm {
+                            modseq: r.modseq,
+                            size: r.size,
+                            vsize: r.vsize,
+                            internaldate: r.internaldate,
+                            name,
+                            blobs: (slot, r.blobs),
+                        },
+                    );
                 }
             }
         }
+        let (blobs, names) = index.into_parts();
+        self.warm_names = names;
+        self.blob_files.push(Some(blobs));
+        self.drop_unused_blob_files();
+    }
+
+    /// Closes the index files no message's blobs are read from any more.
+    fn drop_unused_blob_files(&mut self) {
+        let mut used = vec![false; self.blob_files.len()];
+        let slots = self
+            .msgs
+            .iter()
+            .filter(|e| e.blobs.mem.get().is_none())
+            .map(|e| e.blobs.slot)
+            .chain(self.warm.values().map(|w| w.blobs.0));
+        for s in slots {
+            if let Some(u) = (s as usize).checked_sub(1).and_then(|i| used.get_mut(i)) {
+                *u = true;
+            }
+        }
+        for (f, used) in self.blob_files.iter_mut().zip(used) {
+            if !used {
+                *f = None;
+            }
+        }
+        while self.blob_files.last().is_some_and(Option::is_none) {
+            self.blob_files.pop();
+        }
+    }
+
+    /// The file name of a `warm` record.
+    fn warm_name(&self, w: &Warm) -> &str {
+        self.warm_names
+            .get(w.name.0..w.name.0 + w.name.1)
+            .unwrap_or("")
     }
 
     /// The folder's directory.
@@ -335,19 +583,68 @@ impl Folder {
     /// A cache blob the caller stored for this message (e.g. kind 1 = ENVELOPE).
     pub fn cache(&self, uid: u32, kind: u8) -> Option<&[u8]> {
         let i = *self.by_uid.get(&uid)?;
-        self.msgs[i]
-            .cache
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, b)| b.as_slice())
+        self.blobs(i).get(kind)
+    }
+
+    /// The blobs of `msgs[i]`, read from the index file the first time.
+    fn blobs(&self, i: usize) -> &BlobSet {
+        let e = &self.msgs[i];
+        if let Some(v) = e.blobs.mem.get() {
+            return v;
+        }
+        let slot = e.blobs.slot;
+        let file = (slot as usize)
+            .checked_sub(1)
+            .and_then(|s| self.blob_files.get(s))
+            .and_then(Option::as_ref);
+        let mut first = None;
+        if let Some(file) = file {
+            // Read ahead: the next messages' blobs usually follow in the file, and a FETCH
+            // of many messages asks for them next.
+            let mut run = vec![(e.info.uid, e.blobs.at)];
+            let mut end = e.blobs.at.off + u64::from(e.blobs.at.len);
+            let mut bytes = e.blobs.at.len as usize;
+            for n in self.msgs[i + 1..].iter().take(BLOB_READ_AHEAD) {
+                let b = &n.blobs;
+                if b.slot != slot || b.at.off != end || b.mem.get().is_some() || bytes > 32768 {
+                    break;
+                }
+                run.push((n.info.uid, b.at));
+                end += u64::from(b.at.len);
+                bytes += b.at.len as usize;
+            }
+            for (k, got) in file.read_run(&run).into_iter().enumerate() {
+                match (k, got) {
+                    (0, got) => first = got,
+                    // A damaged one is left to be found when it is asked for.
+                    (k, Some(v)) => {
+                        let _ = self.msgs[i + k].blobs.mem.set(v);
+                    }
+                    (_, None) => {}
+                }
+            }
+        }
+        e.blobs.mem.get_or_init(|| {
+            if slot == 0 {
+                return BlobSet::default();
+            }
+            first.unwrap_or_else(|| {
+                // Damaged (or unreadable): dropped, and the index is rewritten without it.
+                self.blob_damage.store(true, Ordering::Relaxed);
+                BlobSet::default()
+            })
+        })
     }
 
     /// Stores a cache blob for this message; saved with the index at the next sync.
     pub fn set_cache(&mut self, uid: u32, kind: u8, bytes: &[u8]) -> io::Result<()> {
         let i = self.index_of(uid)?;
-        let c = &mut self.msgs[i].cache;
-        c.retain(|(k, _)| *k != kind);
-        c.push((kind, bytes.to_vec()));
+        self.blobs(i);
+        let b = &mut self.msgs[i].blobs;
+        b.slot = 0;
+        if let Some(c) = b.mem.get_mut() {
+            c.set(kind, bytes);
+        }
         self.index_dirty = true;
         Ok(())
     }
@@ -378,10 +675,11 @@ impl Folder {
     /// Under the lock: re-reads the UID list, or creates a new one. Returns whether the
     /// UIDVALIDITY changed under us.
     fn reload_list_locked(&mut self) -> io::Result<bool> {
-        match UidList::load(&self.dir)? {
+        let (list, stamp) = self.read_list()?;
+        match list {
             Some(list) => {
                 let changed = self.uidvalidity != 0 && list.uidvalidity != self.uidvalidity;
-                self.take_list(list);
+                self.take_list(list, stamp);
                 Ok(changed)
             }
             None => {
@@ -390,13 +688,22 @@ impl Folder {
                 self.next_uid = 1;
                 self.guid = new_guid();
                 self.listed.clear();
+                self.listed_loaded = true;
+                self.list_stamp = None;
                 Ok(changed)
             }
         }
     }
 
     /// Writes the UID list from `listed` (hold the lock).
-    fn save_list_locked(&self) -> io::Result<()> {
+    fn save_list_locked(&mut self) -> io::Result<()> {
+        self.write_list_locked()?;
+        // Under the lock nobody else writes it: this stamp is of what we wrote.
+        self.list_stamp = file_stamp(&self.dir.join("dovecot-uidlist"));
+        Ok(())
+    }
+
+    fn write_list_locked(&self) -> io::Result<()> {
         let mut entries: Vec<UidEntry> = self
             .listed
             .iter()
@@ -438,13 +745,33 @@ impl Folder {
         if self.quiet_stamps.is_some() && self.quiet_stamps == Some(stamps) {
             return Ok(Changes::default());
         }
-        let settled = stamps.iter().flatten().all(|(_, t)| {
-            SystemTime::now()
-                .duration_since(*t)
-                .is_ok_and(|age| age >= STAMP_SETTLE)
-        });
+        let now = SystemTime::now();
+        let settled = stamps
+            .iter()
+            .flatten()
+            .all(|s| s.settled(now, STAMP_SETTLE));
         self.quiet_stamps = None;
-        let ch = self.full_sync()?;
+        // What the index may record for the next open: the state before this sync's look
+        // at the directories, when settled.
+        let disk = dir_stamps(&self.dir)
+            .filter(|d| d.iter().flatten().all(|s| s.settled(now, STAMP_SETTLE)));
+        if let Some(d) = &disk {
+            if d[2] != self.list_stamp && self.uidvalidity != 0 {
+                // Someone else rewrote the UID list: re-read it so that the next UID the
+                // index records is the list's.
+                self.listed_loaded = false;
+                self.ensure_listed()?;
+            }
+        }
+        self.disk_stamps = disk;
+        if self.blob_damage.swap(false, Ordering::Relaxed) {
+            self.index_dirty = true;
+        }
+        let ch = self.full_sync();
+        if ch.is_err() {
+            self.disk_stamps = None;
+        }
+        let ch = ch?;
         if settled {
             self.quiet_stamps = Some(stamps);
         }
@@ -461,10 +788,13 @@ impl Folder {
     }
 
     fn full_sync(&mut self) -> io::Result<Changes> {
+        self.track.start(self.highest_modseq);
         let mut ch = Changes::default();
-        self.keywords = Keywords::load(&self.dir)?;
+        let keywords = Keywords::load(&self.dir)?;
+        let keywords_changed = keywords != self.keywords;
+        self.keywords = keywords;
         if file_stamp(&self.dir.join("petrel-index")) != self.index_stamp {
-            self.load_index();
+            self.load_index(None);
         }
         let cur = self.dir.join("cur");
         let new = self.dir.join("new");
@@ -497,11 +827,7 @@ impl Folder {
             Ok(())
         };
         scan(&mut found)?;
-        if self
-            .msgs
-            .iter()
-            .any(|e| !found.contains_key(e.base.as_str()))
-        {
+        if self.msgs.iter().any(|e| !found.contains_key(e.base())) {
             // A rename by another session can hide a file from one readdir: look again.
             scan(&mut found)?;
         }
@@ -510,12 +836,20 @@ impl Folder {
         let mut gone = Vec::new();
         let mut flag_changed = Vec::new();
         for (i, e) in self.msgs.iter_mut().enumerate() {
-            match found.remove(e.base.as_str()) {
+            match found.remove(e.base()) {
                 None => gone.push(i),
                 Some(file) if file != e.info.file => {
                     e.info.flags = parse_letters(split_name(&file).1, &self.keywords);
                     e.info.file = file;
                     flag_changed.push(i);
+                }
+                Some(_) if keywords_changed => {
+                    // The same letters may name other keywords now.
+                    let f = parse_letters(split_name(&e.info.file).1, &self.keywords);
+                    if f != e.info.flags {
+                        e.info.flags = f;
+                        flag_changed.push(i);
+                    }
                 }
                 Some(_) => {}
             }
@@ -524,10 +858,13 @@ impl Folder {
             let m = self.bump();
             self.msgs[i].info.modseq = m;
             ch.flags.push(self.msgs[i].info.uid);
+            self.log_change(m, self.msgs[i].info.uid);
         }
         if !gone.is_empty() {
+            self.track.expunge_gen += 1;
             for &i in gone.iter().rev() {
                 let e = self.msgs.remove(i);
+                self.track.unclaimed.remove(&e.info.uid);
                 ch.expunged.push(e.info.uid);
             }
             ch.expunged.sort_unstable();
@@ -536,6 +873,7 @@ impl Folder {
 
         // Unknown files: UIDs from the list, or new ones under the lock.
         if !found.is_empty() {
+            self.ensure_listed()?;
             let mut lock = None;
             if self.uidvalidity == 0 || found.keys().any(|b| !self.listed.contains_key(b)) {
                 lock = Some(self.lock()?);
@@ -547,6 +885,7 @@ impl Folder {
                     self.msgs.clear();
                     self.warm.clear();
                     self.highest_modseq = 0;
+                    self.track.reset();
                     return self.resync_after_reset(ch, lock);
                 }
             }
@@ -575,7 +914,12 @@ impl Folder {
             added.sort_by_key(|a| a.0);
             for (uid, base, file) in added {
                 let e = self.make_entry(uid, base, file, &recent)?;
-                if let Some(e) = e {
+                if let Some(mut e) = e {
+                    // Moved out of new/ here, or appended or copied here: \Recent.
+                    if e.info.recent || self.track.unclaimed.contains(&uid) {
+                        e.info.recent = true;
+                        self.track.unclaimed.insert(uid);
+                    }
                     ch.new.push(uid);
                     self.msgs.push(e);
                 }
@@ -610,15 +954,13 @@ impl Folder {
         let warm = self
             .warm
             .remove(&uid)
-            .filter(|r| split_name(&r.file).0 == base);
-        let (size, internaldate, vsize, cache, modseq) = match warm {
-            Some(r) => {
-                let modseq = if r.file == file {
-                    r.modseq
-                } else {
-                    self.bump()
-                };
-                (r.size, r.internaldate, r.vsize, r.cache, modseq)
+            .map(|w| (w, self.warm_name(&w) == file))
+            .filter(|(w, _)| split_name(self.warm_name(w)).0 == base);
+        let (size, internaldate, vsize, blobs, modseq) = match warm {
+            Some((w, same_name)) => {
+                let modseq = if same_name { w.modseq } else { self.bump() };
+                let blobs = Blobs::on_disk(w.blobs.0, w.blobs.1);
+                (w.size, w.internaldate, w.vsize, blobs, modseq)
             }
             None => {
                 let meta = match fs::metadata(self.dir.join("cur").join(&file)) {
@@ -632,7 +974,7 @@ impl Folder {
                     size,
                     mtime_secs(&meta),
                     name_field(&base, 'W'),
-                    Vec::new(),
+                    Blobs::default(),
                     m,
                 )
             }
@@ -647,35 +989,77 @@ impl Folder {
                 flags,
                 modseq,
             },
-            base,
+            base_len: base.len(),
             vsize,
-            cache,
+            blobs,
         }))
     }
 
     /// Saves `petrel-index` now (sync does this when something changed).
     pub fn save_index(&mut self) -> io::Result<()> {
-        let index = Index {
+        let header = Header {
             uidvalidity: self.uidvalidity,
+            next_uid: self.next_uid,
             highest_modseq: self.highest_modseq,
-            records: self
-                .msgs
-                .iter()
-                .map(|e| IndexRecord {
-                    uid: e.info.uid,
-                    modseq: e.info.modseq,
-                    size: e.info.size,
-                    vsize: e.vsize,
-                    internaldate: e.info.internaldate,
-                    file: e.info.file.clone(),
-                    cache: e.cache.clone(),
-                })
-                .collect(),
+            stamps: self.stamps_to_save(),
         };
-        index.save(&self.dir)?;
-        self.index_stamp = file_stamp(&self.dir.join("petrel-index"));
+        let files = &self.blob_files;
+        let records = self.msgs.iter().map(|e| RecordOut {
+            uid: e.info.uid,
+            modseq: e.info.modseq,
+            size: e.info.size,
+            vsize: e.vsize,
+            internaldate: e.info.internaldate,
+            file: &e.info.file,
+            blobs: match e.blobs.mem.get() {
+                Some(v) => BlobSource::Mem(v),
+                None => match (e.blobs.slot as usize)
+                    .checked_sub(1)
+                    .and_then(|i| files.get(i))
+                    .and_then(Option::as_ref)
+                {
+                    Some(f) => BlobSource::Disk(f, e.blobs.at),
+                    None => BlobSource::None,
+                },
+            },
+        });
+        let written = index::write(&self.dir, &header, records)?;
+        // The blobs not read yet are read from the new file from now on.
+        let slot = match self.blob_files.iter().position(Option::is_none) {
+            Some(i) => {
+                self.blob_files[i] = Some(written.blobs);
+                i + 1
+            }
+            None => {
+                self.blob_files.push(Some(written.blobs));
+                self.blob_files.len()
+            }
+        };
+        let slot = u32::try_from(slot).unwrap_or(0);
+        for (e, at) in self.msgs.iter_mut().zip(written.refs) {
+            e.blobs.slot = if at.len == 0 { 0 } else { slot };
+            e.blobs.at = at;
+        }
+        self.drop_unused_blob_files();
+        self.index_stamp = Some(written.stamp);
+        self.index_has_stamps = header.stamps;
         self.index_dirty = false;
         Ok(())
+    }
+
+    /// The directory stamps the messages can be vouched for with (see `disk_stamps`): only
+    /// with the UID list their UIDs and the next UID were read from.
+    fn stamps_to_save(&self) -> Option<DirStamps> {
+        self.disk_stamps.filter(|d| d[2] == self.list_stamp)
+    }
+
+    /// Whether the index file lacks stamps that would let the next open skip the
+    /// directories, and is still the one this folder last read or wrote.
+    fn stamps_unsaved(&self) -> bool {
+        let stamps = self.stamps_to_save();
+        stamps.is_some()
+            && stamps != self.index_has_stamps
+            && file_stamp(&self.dir.join("petrel-index")) == self.index_stamp
     }
 
     /// Makes sure every keyword of `flags` has a letter in `dovecot-keywords`.
@@ -708,7 +1092,7 @@ impl Folder {
         }
         self.ensure_keywords(flags)?;
         let e = &self.msgs[i];
-        let target = file_name(&e.base, flags, &self.keywords);
+        let target = file_name(e.base(), flags, &self.keywords);
         let cur = self.dir.join("cur");
         if target != e.info.file {
             fs::rename(cur.join(&e.info.file), cur.join(&target))?;
@@ -718,6 +1102,7 @@ impl Folder {
         e.info.file = target;
         e.info.flags = flags.clone();
         e.info.modseq = m;
+        self.log_change(m, uid);
         Ok(())
     }
 
@@ -791,6 +1176,8 @@ impl Folder {
         }
         self.save_list_locked()?;
         drop(lock);
+        // Appended and copied messages are \Recent (RFC 3501 APPEND, COPY).
+        self.track.unclaimed.extend(uids.iter().copied());
         Ok(uids)
     }
 
@@ -808,7 +1195,7 @@ impl Folder {
             match fs::remove_file(cur.join(&self.msgs[i].info.file)) {
                 Ok(()) => {
                     removed.push(uid);
-                    bases.push(self.msgs[i].base.clone());
+                    bases.push(self.msgs[i].base().to_string());
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -820,6 +1207,10 @@ impl Folder {
         sync_dir(&cur)?;
         let set: HashSet<u32> = removed.iter().copied().collect();
         self.msgs.retain(|e| !set.contains(&e.info.uid));
+        self.track.expunge_gen += 1;
+        for u in &removed {
+            self.track.unclaimed.remove(u);
+        }
         self.reindex();
         self.bump();
         let lock = self.lock()?;
@@ -885,9 +1276,111 @@ impl Folder {
     }
 }
 
+/// The most flag changes [`Folder::changed_since`] remembers; older ones are forgotten
+/// (half at a time) and a caller asking about them scans instead.
+const CHANGE_LOG_MAX: usize = 8192;
+
+/// What sessions sharing one [`Folder`] need to work out their own updates, since
+/// [`Folder::sync`]'s [`Changes`] go to whoever calls it: see
+/// [`Folder::expunge_generation`], [`Folder::changed_since`] and [`Folder::claim_recent`].
+#[derive(Debug, Default)]
+struct Tracking {
+    /// Incremented whenever messages leave the folder (sync, expunge, a UIDVALIDITY reset).
+    expunge_gen: u64,
+    /// Flag changes as `(MODSEQ, UID)`, MODSEQ ascending. Once `started`, every flag change
+    /// with a MODSEQ above `log_floor` is here.
+    log: VecDeque<(u64, u32)>,
+    log_floor: u64,
+    started: bool,
+    /// `\Recent` messages (moved out of `new/` by this folder, or appended or copied
+    /// through it) that no session has claimed; may name UIDs not synced yet.
+    unclaimed: BTreeSet<u32>,
+}
+
+impl Tracking {
+    /// Starts the change log at `highest_modseq` (the changes before it are not logged).
+    fn start(&mut self, highest_modseq: u64) {
+        if !self.started {
+            self.started = true;
+            self.log_floor = highest_modseq;
+        }
+    }
+
+    /// After a UIDVALIDITY change: every UID and MODSEQ is void.
+    fn reset(&mut self) {
+        self.expunge_gen += 1;
+        self.log.clear();
+        self.log_floor = 0;
+        self.started = true;
+        self.unclaimed.clear();
+    }
+}
+
+impl Folder {
+    /// Records a flag change (after [`Folder::bump`] gave it `modseq`).
+    fn log_change(&mut self, modseq: u64, uid: u32) {
+        let t = &mut self.track;
+        t.start(modseq.saturating_sub(1));
+        t.log.push_back((modseq, uid));
+        if t.log.len() > CHANGE_LOG_MAX {
+            let cut = t.log.len() / 2;
+            if let Some(&(m, _)) = t.log.get(cut - 1) {
+                t.log_floor = m;
+            }
+            t.log.drain(..cut);
+        }
+    }
+
+    /// A counter that changes whenever messages leave this folder (a sync that finds files
+    /// gone, [`Folder::expunge`], a UIDVALIDITY change). A session sharing the folder keeps
+    /// the value it last looked at: while it is unchanged, every UID the session knows is
+    /// still here.
+    pub fn expunge_generation(&self) -> u64 {
+        self.track.expunge_gen
+    }
+
+    /// The flag changes with a MODSEQ above `modseq`, as `(MODSEQ, UID)` in MODSEQ order (a
+    /// UID may appear more than once; it may be gone since). Made by [`Folder::set_flags`]
+    /// here or found by [`Folder::sync`] (a file renamed by another process). `None` when
+    /// the log no longer reaches back to `modseq` (the caller compares
+    /// [`MessageInfo::modseq`] of the messages it knows instead). New messages are not
+    /// flag changes and are not listed.
+    pub fn changed_since(&self, modseq: u64) -> Option<impl Iterator<Item = (u64, u32)> + '_> {
+        let t = &self.track;
+        let reaches = modseq >= self.highest_modseq || (t.started && modseq >= t.log_floor);
+        if !reaches {
+            return None;
+        }
+        let start = t.log.partition_point(|&(m, _)| m <= modseq);
+        Some(t.log.range(start..).copied())
+    }
+
+    /// Claims the `\Recent` messages with a UID of at least `from_uid` that no one has
+    /// claimed yet and that the folder holds: they are `\Recent` for the caller only (RFC
+    /// 3501: the first session notified about a message). Ascending.
+    pub fn claim_recent(&mut self, from_uid: u32) -> Vec<u32> {
+        let v: Vec<u32> = self.unclaimed_recent(from_uid).collect();
+        for u in &v {
+            self.track.unclaimed.remove(u);
+        }
+        v
+    }
+
+    /// The `\Recent` messages (UID at least `from_uid`) no one has claimed yet, without
+    /// claiming them (EXAMINE, STATUS). Ascending.
+    pub fn unclaimed_recent(&self, from_uid: u32) -> impl Iterator<Item = u32> + '_ {
+        self.track
+            .unclaimed
+            .range(from_uid..)
+            .copied()
+            .filter(|u| self.by_uid.contains_key(u))
+    }
+}
+
 impl Drop for Folder {
     fn drop(&mut self) {
-        if self.index_dirty && self.uidvalidity != 0 {
+        let damaged = *self.blob_damage.get_mut();
+        if self.uidvalidity != 0 && (self.index_dirty || damaged || self.stamps_unsaved()) {
             let _ = self.save_index();
         }
     }

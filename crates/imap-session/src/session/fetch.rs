@@ -6,9 +6,10 @@ use petrel_imap_mime as mime;
 use petrel_imap_proto::{
     astring, format_internal_date, FetchItem, Flag, Section, SectionText, SequenceSet, StoreMode,
 };
-use petrel_mailstore::{FlagSet, MessageInfo};
+use petrel_mailstore::{FlagSet, Folder, MessageInfo};
 
 use super::{apply_store, flag_list, io_error, resync, uid_set, Reply, Selected, Session};
+use crate::tz::local_offset_minutes;
 
 /// Cache kind of the ENVELOPE blob.
 const CACHE_ENVELOPE: u8 = 1;
@@ -64,22 +65,23 @@ fn literal(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
-/// Reads a message (CRLF form). A file renamed by another session is found again after a
+/// Reads a message (CRLF form). A file renamed by another process is found again after a
 /// re-sync (its updates go to `extra`); `None` when it is gone.
 fn load(
     sel: &mut Selected,
+    folder: &mut Folder,
     uid: u32,
     condstore: bool,
     extra: &mut Vec<u8>,
 ) -> io::Result<Option<Vec<u8>>> {
     for attempt in 0..2 {
-        let Some(path) = sel.folder.path(uid) else {
+        let Some(path) = folder.path(uid) else {
             return Ok(None);
         };
         match std::fs::read(&path) {
             Ok(raw) => return Ok(Some(mime::to_crlf(&raw).into_owned())),
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
-                resync(sel, condstore, false, extra)?;
+                resync(sel, folder, condstore, false, true, extra)?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -88,23 +90,30 @@ fn load(
     Ok(None)
 }
 
-/// Sets flags, re-syncing once when another session renamed the file meanwhile. `false`
-/// when the message is gone.
+/// Sets flags (a change of this session's own, not announced to it again), re-syncing
+/// once when another process renamed the file meanwhile. `false` when the message is
+/// gone.
 fn set_flags(
     sel: &mut Selected,
+    folder: &mut Folder,
     uid: u32,
     flags: &FlagSet,
     condstore: bool,
     extra: &mut Vec<u8>,
 ) -> io::Result<bool> {
     for attempt in 0..2 {
-        if sel.folder.get(uid).is_none() {
+        let Some(before) = folder.get(uid).map(|m| m.modseq) else {
             return Ok(false);
-        }
-        match sel.folder.set_flags(uid, flags) {
-            Ok(()) => return Ok(true),
+        };
+        match folder.set_flags(uid, flags) {
+            Ok(()) => {
+                if let Some(m) = folder.get(uid) {
+                    sel.own_change(before, m.modseq);
+                }
+                return Ok(true);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
-                resync(sel, condstore, false, extra)?;
+                resync(sel, folder, condstore, false, true, extra)?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
@@ -133,6 +142,8 @@ impl Session {
             Ok(t) => t,
             Err(e) => return Ok(Reply::Bad(e)),
         };
+        let shared = sel.shared.clone();
+        let mut folder = shared.folder()?;
         let sets_seen = !sel.read_only
             && items.iter().any(|i| {
                 matches!(
@@ -149,7 +160,7 @@ impl Session {
         let mut extra = Vec::new();
         let mut gone = false;
         for (seq, uid) in targets {
-            let Some(info) = sel.folder.get(uid).cloned() else {
+            let Some(info) = folder.get(uid).cloned() else {
                 gone = true;
                 continue;
             };
@@ -161,12 +172,12 @@ impl Session {
             if sets_seen && !info.flags.seen {
                 let mut f = info.flags.clone();
                 f.seen = true;
-                match set_flags(sel, uid, &f, condstore, &mut extra) {
+                match set_flags(sel, &mut folder, uid, &f, condstore, &mut extra) {
                     Ok(true) => seen_now = true,
                     Ok(false) => {}
                     Err(e) => return Ok(io_error(&e)),
                 }
-                match sel.folder.get(uid) {
+                match folder.get(uid) {
                     Some(i) => info = i.clone(),
                     None => {
                         gone = true;
@@ -174,6 +185,7 @@ impl Session {
                     }
                 }
             }
+            let recent = sel.recent.contains(uid);
             let mut data: Option<Vec<u8>> = None;
             let mut resp: Vec<u8> = Vec::with_capacity(128);
             let mut missing = false;
@@ -194,7 +206,7 @@ impl Session {
                 macro_rules! msg {
                     () => {{
                         if data.is_none() {
-                            data = load(sel, uid, condstore, &mut extra)?;
+                            data = load(sel, &mut folder, uid, condstore, &mut extra)?;
                         }
                         match data.as_deref() {
                             Some(d) => d,
@@ -212,18 +224,20 @@ impl Session {
                     }
                     FetchItem::Flags => {
                         sep(&mut resp);
-                        let _ = write!(resp, "FLAGS {}", flag_list(&info.flags, info.recent));
+                        let _ = write!(resp, "FLAGS {}", flag_list(&info.flags, recent));
                     }
                     FetchItem::InternalDate => {
+                        // In the server's time zone, as Dovecot shows it.
+                        let t = info.internaldate;
                         sep(&mut resp);
                         let _ = write!(
                             resp,
                             "INTERNALDATE \"{}\"",
-                            format_internal_date(info.internaldate, 0)
+                            format_internal_date(t, local_offset_minutes(t))
                         );
                     }
                     FetchItem::Rfc822Size => {
-                        let size = match sel.folder.rfc822_size(uid) {
+                        let size = match folder.rfc822_size(uid) {
                             Ok(s) => s,
                             Err(e) if e.kind() == io::ErrorKind::NotFound => msg!().len() as u64,
                             Err(e) => return Err(e),
@@ -241,7 +255,7 @@ impl Session {
                         } else {
                             (CACHE_BODYSTRUCTURE, "BODYSTRUCTURE ")
                         };
-                        let blob = match sel.folder.cache(uid, kind) {
+                        let blob = match folder.cache(uid, kind) {
                             Some(b) => b.to_vec(),
                             None => {
                                 let d = msg!();
@@ -250,7 +264,7 @@ impl Session {
                                 } else {
                                     mime::body_structure(d, true)
                                 };
-                                sel.folder.set_cache(uid, kind, &b)?;
+                                folder.set_cache(uid, kind, &b)?;
                                 b
                             }
                         };
@@ -312,7 +326,7 @@ impl Session {
             }
             if seen_now && !want_flags {
                 sep(&mut resp);
-                let _ = write!(resp, "FLAGS {}", flag_list(&info.flags, info.recent));
+                let _ = write!(resp, "FLAGS {}", flag_list(&info.flags, recent));
             }
             if !want_modseq && (changed_since.is_some() || (seen_now && condstore)) {
                 sep(&mut resp);
@@ -355,11 +369,13 @@ impl Session {
             Err(e) => return Ok(Reply::Bad(e)),
         };
         let req = FlagSet::from_imap(flags.iter().map(Flag::as_str));
+        let shared = sel.shared.clone();
+        let mut folder = shared.folder()?;
         let mut modified = Vec::new();
         let mut extra = Vec::new();
         let mut gone = false;
         for (seq, uid) in targets {
-            let Some(info) = sel.folder.get(uid) else {
+            let Some(info) = folder.get(uid) else {
                 gone = true;
                 continue;
             };
@@ -368,7 +384,7 @@ impl Session {
                 continue;
             }
             let new = apply_store(mode, &info.flags, &req);
-            match set_flags(sel, uid, &new, condstore, &mut extra) {
+            match set_flags(sel, &mut folder, uid, &new, condstore, &mut extra) {
                 Ok(true) => {}
                 Ok(false) => {
                     gone = true;
@@ -376,7 +392,7 @@ impl Session {
                 }
                 Err(e) => return Ok(io_error(&e)),
             }
-            let Some(m) = sel.folder.get(uid) else {
+            let Some(m) = folder.get(uid) else {
                 continue;
             };
             if silent && !condstore {
@@ -393,7 +409,11 @@ impl Session {
                 }
             }
             if !silent {
-                let _ = write!(out, "FLAGS {}", flag_list(&m.flags, m.recent));
+                let _ = write!(
+                    out,
+                    "FLAGS {}",
+                    flag_list(&m.flags, sel.recent.contains(uid))
+                );
             }
             out.extend_from_slice(b")\r\n");
         }

@@ -3,7 +3,7 @@
 use std::io::{self, Write as _};
 
 use petrel_imap_proto::{astring, decode_mailbox};
-use petrel_mailstore::is_inbox;
+use petrel_mailstore::{is_inbox, FolderInfo};
 
 use super::{Reply, Session};
 
@@ -14,6 +14,10 @@ pub(super) struct ListOptions {
     pub select_subscribed: bool,
     /// Selection SPECIAL-USE: only special-use mailboxes.
     pub select_special_use: bool,
+    /// Selection RECURSIVEMATCH (RFC 5258 §3.1): also names that do not meet the other
+    /// selection options but have a descendant that does, with a `CHILDINFO` extended data
+    /// item.
+    pub recursive_match: bool,
     /// Return SUBSCRIBED: `\Subscribed` on subscribed names.
     pub return_subscribed: bool,
 }
@@ -68,6 +72,22 @@ fn display(name: &str) -> String {
     decode_mailbox(name).unwrap_or_else(|_| name.to_string())
 }
 
+/// One name LIST may return.
+struct Candidate<'a> {
+    name: String,
+    /// The folder, when it exists (possibly as a `\Noselect` parent).
+    info: Option<&'a FolderInfo>,
+    subscribed: bool,
+}
+
+impl Candidate<'_> {
+    /// Whether it meets the selection options (other than RECURSIVEMATCH).
+    fn selected(&self, opts: &ListOptions) -> bool {
+        (!opts.select_subscribed || self.subscribed)
+            && (!opts.select_special_use || self.info.is_some_and(|f| f.special_use.is_some()))
+    }
+}
+
 impl Session {
     pub(super) fn list(
         &mut self,
@@ -92,51 +112,90 @@ impl Session {
         let subscribed = |n: &str| subs.iter().any(|s| s == n || (is_inbox(s) && is_inbox(n)));
         let show_sub = opts.select_subscribed || opts.return_subscribed;
         let folders = self.store.list()?;
-        for f in &folders {
-            let shown = display(&f.name);
-            if !full.iter().any(|p| matches(p, &shown)) {
+        let same = |a: &str, b: &str| a == b || (is_inbox(a) && is_inbox(b));
+        // The existing folders, then (for SUBSCRIBED) the subscribed names that do not
+        // exist, each after its own missing parents when RECURSIVEMATCH may need them.
+        let mut cands: Vec<Candidate> = folders
+            .iter()
+            .map(|f| Candidate {
+                name: f.name.clone(),
+                info: Some(f),
+                subscribed: subscribed(&f.name),
+            })
+            .collect();
+        if opts.select_subscribed {
+            for s in &subs {
+                let mut names: Vec<String> = Vec::new();
+                if opts.recursive_match {
+                    let mut prefix = String::new();
+                    for part in s.split('.') {
+                        if !prefix.is_empty() {
+                            names.push(prefix.clone());
+                            prefix.push('.');
+                        }
+                        prefix.push_str(part);
+                    }
+                }
+                names.push(s.clone());
+                for n in names {
+                    if cands.iter().any(|c| same(&c.name, &n)) {
+                        continue;
+                    }
+                    cands.push(Candidate {
+                        subscribed: subscribed(&n),
+                        name: n,
+                        info: None,
+                    });
+                }
+            }
+        }
+        let mut childinfo: Vec<&str> = Vec::new();
+        if opts.select_subscribed {
+            childinfo.push("\"SUBSCRIBED\"");
+        }
+        if opts.select_special_use {
+            childinfo.push("\"SPECIAL-USE\"");
+        }
+        for c in &cands {
+            if !full.iter().any(|p| matches(p, &display(&c.name))) {
                 continue;
             }
-            let is_sub = subscribed(&f.name);
-            if (opts.select_subscribed && !is_sub)
-                || (opts.select_special_use && f.special_use.is_none())
-            {
+            let meets = c.selected(&opts);
+            let child_meets = opts.recursive_match && {
+                let prefix = format!("{}.", c.name);
+                cands
+                    .iter()
+                    .any(|d| d.name.starts_with(&prefix) && d.selected(&opts))
+            };
+            if !meets && !child_meets {
                 continue;
             }
             let mut attrs: Vec<&str> = Vec::new();
-            if !f.selectable {
-                attrs.push("\\Noselect");
+            match c.info {
+                Some(f) => {
+                    if !f.selectable {
+                        attrs.push("\\Noselect");
+                    }
+                    attrs.push(if f.has_children {
+                        "\\HasChildren"
+                    } else {
+                        "\\HasNoChildren"
+                    });
+                    if let Some(su) = f.special_use {
+                        attrs.push(su);
+                    }
+                }
+                None => attrs.push("\\NonExistent"),
             }
-            attrs.push(if f.has_children {
-                "\\HasChildren"
-            } else {
-                "\\HasNoChildren"
-            });
-            if let Some(su) = f.special_use {
-                attrs.push(su);
-            }
-            if show_sub && is_sub {
+            if show_sub && c.subscribed {
                 attrs.push("\\Subscribed");
             }
             let _ = write!(out, "* LIST ({}) \".\" ", attrs.join(" "));
-            out.extend_from_slice(&astring(f.name.as_bytes()));
-            out.extend_from_slice(b"\r\n");
-        }
-        if opts.select_subscribed {
-            for s in &subs {
-                if folders
-                    .iter()
-                    .any(|f| f.name == *s || (is_inbox(s) && is_inbox(&f.name)))
-                {
-                    continue;
-                }
-                if !full.iter().any(|p| matches(p, &display(s))) {
-                    continue;
-                }
-                out.extend_from_slice(b"* LIST (\\NonExistent \\Subscribed) \".\" ");
-                out.extend_from_slice(&astring(s.as_bytes()));
-                out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&astring(c.name.as_bytes()));
+            if child_meets {
+                let _ = write!(out, " (\"CHILDINFO\" ({}))", childinfo.join(" "));
             }
+            out.extend_from_slice(b"\r\n");
         }
         Ok(Reply::Ok("List completed.".into()))
     }

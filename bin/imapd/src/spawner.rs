@@ -1,0 +1,241 @@
+//! The spawner: the process master started, left with root and only CAP_SETUID and
+//! CAP_SETGID (when started as root), and no network input at all. It reads hand-over
+//! requests from the login process, redeems each request's ticket with authd (so a
+//! compromised login process cannot name the user), and passes the connection to the
+//! session worker of that user's uid, forking the worker (which becomes the uid, with no
+//! capabilities) when there is none yet.
+
+use crate::handoff::{self, Answer, Login, Received};
+use crate::login::Settings;
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use petrel_ipc::auth;
+use petrel_ipc::Incoming;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// How long authd may take to redeem a ticket.
+const AUTHD_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct WorkerProc {
+    pid: Pid,
+    sock: OwnedFd,
+}
+
+/// The spawner's state.
+pub struct Spawner {
+    login: OwnedFd,
+    authd: Option<UnixStream>,
+    workers: HashMap<u32, WorkerProc>,
+    /// Started as root: workers become their users.
+    switch: bool,
+    s: Settings,
+}
+
+impl Spawner {
+    /// `login`: the socket to the login process; `authd`: a connection to authd opened
+    /// while the process could still reach it; `switch`: change uids for workers.
+    pub fn new(login: OwnedFd, authd: Option<UnixStream>, switch: bool, s: Settings) -> Spawner {
+        Spawner {
+            login,
+            authd,
+            workers: HashMap::new(),
+            switch,
+            s,
+        }
+    }
+
+    /// Serves the login process until it goes away.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut buf = vec![0u8; handoff::MAX_MESSAGE];
+        loop {
+            self.reap();
+            match handoff::recv::<Login>(&self.login, &mut buf, false) {
+                Ok(Received::Msg(req, fd)) => {
+                    let id = req.id;
+                    let error = match fd {
+                        Some(fd) => self.hand_over(req, fd).err(),
+                        None => Some("no connection came with the request".to_string()),
+                    };
+                    if let Some(e) = &error {
+                        log::warn!("session hand-over failed: {e}");
+                    }
+                    handoff::send(&self.login, &Answer { id, error }, None, false)?;
+                }
+                Ok(Received::Nothing) => {}
+                Ok(Received::Closed) => return Ok(()),
+                // A request that is not one: the descriptor it carried is closed; the
+                // login process hears nothing (it is broken or hostile).
+                Err(e) => log::warn!("from the login process: {e}"),
+            }
+        }
+    }
+
+    /// Forgets workers that have exited.
+    fn reap(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        while let Ok(st) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            let pid = match st {
+                WaitStatus::Exited(pid, code) => {
+                    if code != 0 {
+                        log::warn!("session worker {pid} exited with status {code}");
+                    }
+                    pid
+                }
+                WaitStatus::Signaled(pid, sig, _) => {
+                    log::warn!("session worker {pid} killed by signal {sig}");
+                    pid
+                }
+                _ => break,
+            };
+            self.workers.retain(|_, w| w.pid != pid);
+        }
+    }
+
+    /// Redeems the ticket and passes the connection to the user's worker.
+    fn hand_over(&mut self, req: Login, fd: OwnedFd) -> Result<(), String> {
+        let (user, uid, gid, home) = self.redeem(&req.ticket)?;
+        if self.switch && uid == 0 {
+            return Err(format!(
+                "user {user} has uid 0: mail sessions never run as root"
+            ));
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if !self.switch && uid != me {
+            return Err(format!(
+                "user {user} has uid {uid}, and imapd (running as uid {me}) cannot become it: \
+                 start imapd as root (unpriv n in services.conf)"
+            ));
+        }
+        let msg = handoff::Session {
+            user,
+            home,
+            conn: req.conn,
+        };
+        let bytes = postcard::to_stdvec(&msg).map_err(|e| e.to_string())?;
+        for attempt in 0..2 {
+            let sock = self.worker(uid, gid)?;
+            match handoff::send_bytes(&sock, &bytes, Some(fd.as_raw_fd()), false) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt == 0 => {
+                    log::warn!("session worker for uid {uid}: {e}; starting another");
+                    if let Some(w) = self.workers.remove(&uid) {
+                        let _ = nix::sys::signal::kill(w.pid, nix::sys::signal::Signal::SIGTERM);
+                    }
+                }
+                Err(e) => return Err(format!("session worker for uid {uid}: {e}")),
+            }
+        }
+        Err("no session worker".into())
+    }
+
+    /// Asks authd for the account a ticket stands for.
+    fn redeem(&mut self, ticket: &str) -> Result<(String, u32, u32, String), String> {
+        let req = auth::Request::Redeem {
+            ticket: ticket.to_string(),
+        };
+        for attempt in 0..2 {
+            if self.authd.is_none() {
+                self.authd = Some(connect_authd().map_err(|e| format!("authd: {e}"))?);
+            }
+            let Some(s) = self.authd.as_mut() else {
+                continue;
+            };
+            let answer = petrel_ipc::write_frame(s, &req)
+                .and_then(|()| petrel_ipc::read_frame::<auth::Reply>(s));
+            match answer {
+                Ok(Some(Incoming::Msg(auth::Reply::Ok {
+                    user,
+                    uid,
+                    gid,
+                    home,
+                }))) => return Ok((user, uid, gid, home)),
+                Ok(Some(Incoming::Msg(_))) => {
+                    return Err("authd does not know the ticket".into());
+                }
+                Ok(_) | Err(_) if attempt == 0 => {
+                    self.authd = None;
+                }
+                Ok(_) => return Err("authd closed the connection".into()),
+                Err(e) => return Err(format!("authd: {e}")),
+            }
+        }
+        Err("authd unavailable".into())
+    }
+
+    /// The socket of the worker for `uid`, started if need be.
+    fn worker(&mut self, uid: u32, gid: u32) -> Result<RawFd, String> {
+        if let Some(w) = self.workers.get(&uid) {
+            return Ok(w.sock.as_raw_fd());
+        }
+        let (mine, theirs) = handoff::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let parent = nix::unistd::getpid();
+        // SAFETY: this process is single-threaded (no thread is ever started in the
+        // spawner), so the child may run arbitrary code after fork.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                drop(mine);
+                // Nothing of the spawner's stays open in the worker.
+                let mut close = vec![self.login.as_raw_fd()];
+                close.extend(self.authd.as_ref().map(|s| s.as_raw_fd()));
+                close.extend(self.workers.values().map(|w| w.sock.as_raw_fd()));
+                for fd in close {
+                    let _ = nix::unistd::close(fd);
+                }
+                run_worker(parent, theirs, uid, gid, self.switch, self.s.clone())
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(theirs);
+                log::info!("started session worker {child} for uid {uid}");
+                let fd = mine.as_raw_fd();
+                self.workers.insert(
+                    uid,
+                    WorkerProc {
+                        pid: child,
+                        sock: mine,
+                    },
+                );
+                Ok(fd)
+            }
+            Err(e) => Err(format!("fork: {e}")),
+        }
+    }
+}
+
+/// The worker side of the fork: become the user, serve, exit.
+fn run_worker(parent: Pid, sock: OwnedFd, uid: u32, gid: u32, switch: bool, s: Settings) -> ! {
+    petrel_daemon::die_with(parent);
+    set_name("imapd-worker");
+    if switch {
+        if let Err(e) = petrel_daemon::become_user(Uid::from_raw(uid), Gid::from_raw(gid)) {
+            log::error!("session worker for uid {uid}: {e}");
+            std::process::exit(1);
+        }
+    }
+    let code = match crate::worker::Worker::new(sock, s).and_then(|mut w| w.run()) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("session worker for uid {uid}: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Connects to authd (before the spawner gives up the right to).
+pub fn connect_authd() -> io::Result<UnixStream> {
+    petrel_daemon::connect("private/auth", AUTHD_TIMEOUT)
+}
+
+/// The process name ps and /proc/PID/comm show (at most 15 bytes).
+pub fn set_name(name: &str) {
+    if let Ok(c) = std::ffi::CString::new(name) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which
+        // `c` is for the names used here; it only renames this thread.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0);
+        }
+    }
+}

@@ -1,0 +1,444 @@
+#![allow(clippy::unwrap_used)]
+//! Opening a quiet folder from `petrel-index` alone (the stamps of `new/`, `cur/`,
+//! `dovecot-uidlist` and `dovecot-keywords` still match), and everything that must make an
+//! open or a sync look at the directories again. No timings are measured here (see
+//! `examples/open_bench.rs`); instead of sleeping out the one-second settle time, the
+//! mtimes are moved into the past.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use petrel_mailbox::deliver_maildir;
+use petrel_mailstore::index::Index;
+use petrel_mailstore::{FlagSet, Folder, Store};
+
+fn deliver(root: &Path, n: usize, first_key: usize) {
+    for i in first_key..first_key + n {
+        let body = format!("Subject: m{i}\n\nbody {i}\n");
+        deliver_maildir(
+            root,
+            &format!("Q{i:05}.R0"),
+            1000 + i as u64,
+            &[body.as_bytes()],
+        )
+        .unwrap();
+    }
+}
+
+fn flags(names: &[&str]) -> FlagSet {
+    FlagSet::from_imap(names.iter().copied())
+}
+
+/// Moves the mtimes of `names` in `dir` ten seconds back: as if they had been left alone
+/// for that long.
+fn backdate(dir: &Path, names: &[&str]) {
+    let when = SystemTime::now() - Duration::from_secs(10);
+    for p in names {
+        if let Ok(f) = fs::File::open(dir.join(p)) {
+            f.set_modified(when).unwrap();
+        }
+    }
+}
+
+/// Settles what the stamps cover and opens the folder once, so that its index records
+/// them; then settles the index too.
+fn settle_and_record(store: &Store, dir: &Path) {
+    backdate(
+        dir,
+        &[
+            "cur",
+            "new",
+            "dovecot-uidlist",
+            "dovecot-keywords",
+            "petrel-index",
+        ],
+    );
+    drop(store.folder("INBOX").unwrap());
+    let i = Index::load(dir).unwrap();
+    assert!(i.stamps.is_some(), "the index records the settled stamps");
+    backdate(dir, &["petrel-index"]);
+}
+
+/// Everything a client sees of the folder (not the MODSEQs, which a rebuilt index
+/// reassigns).
+fn view(f: &Folder) -> Vec<(u32, String, u64, i64, Vec<String>)> {
+    f.messages()
+        .map(|m| {
+            (
+                m.uid,
+                m.file.clone(),
+                m.size,
+                m.internaldate,
+                m.flags.to_imap(),
+            )
+        })
+        .collect()
+}
+
+fn modseqs(f: &Folder) -> Vec<u64> {
+    f.messages().map(|m| m.modseq).collect()
+}
+
+/// Overwrites a file in place (same inode, same length) and puts its mtime back, so that
+/// its stamp does not change; returns the old contents.
+fn garble_keeping_stamp(path: &Path) -> Vec<u8> {
+    let old = fs::read(path).unwrap();
+    let mtime = fs::metadata(path).unwrap().modified().unwrap();
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&vec![b'#'; old.len()], 0).unwrap();
+    f.set_modified(mtime).unwrap();
+    old
+}
+
+fn restore_keeping_stamp(path: &Path, data: &[u8]) {
+    let mtime = fs::metadata(path).unwrap().modified().unwrap();
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(data, 0).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+fn cur_file(root: &Path, f: &Folder, uid: u32) -> PathBuf {
+    root.join("cur").join(&f.get(uid).unwrap().file)
+}
+
+#[test]
+fn a_quiet_folder_opens_from_the_index_and_every_change_is_noticed() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("Maildir");
+    deliver(&root, 5, 1);
+    let store = Store::open(&root).unwrap();
+    let mut f = store.folder("INBOX").unwrap();
+    f.set_cache(2, 1, b"(ENVELOPE 2)").unwrap();
+    f.set_cache(2, 2, b"(BODY 2)").unwrap();
+    f.set_cache(4, 1, b"(ENVELOPE 4)").unwrap();
+    f.set_flags(3, &flags(&["\\Seen", "$Work"])).unwrap();
+    f.sync().unwrap();
+    let want = view(&f);
+    let want_modseqs = modseqs(&f);
+    let uidvalidity = f.uidvalidity();
+    let uidnext = f.uidnext();
+    let hm = f.highest_modseq();
+    drop(f);
+    settle_and_record(&store, &root);
+
+    // The UID list is not even read: garbled in place (its stamp unchanged), the folder
+    // still opens with its UIDs, from the index.
+    let uidlist = root.join("dovecot-uidlist");
+    let saved = garble_keeping_stamp(&uidlist);
+    let f = store.folder("INBOX").unwrap();
+    assert_eq!(f.uidvalidity(), uidvalidity);
+    assert_eq!(f.uidnext(), uidnext);
+    assert_eq!(f.highest_modseq(), hm);
+    assert_eq!(view(&f), want);
+    assert_eq!(modseqs(&f), want_modseqs);
+    assert!(f.messages().all(|m| !m.recent));
+    assert_eq!(f.cache(2, 1), Some(&b"(ENVELOPE 2)"[..]));
+    assert_eq!(f.cache(2, 2), Some(&b"(BODY 2)"[..]));
+    assert_eq!(f.cache(4, 1), Some(&b"(ENVELOPE 4)"[..]));
+    assert_eq!(f.cache(4, 2), None);
+    assert_eq!(f.cache(1, 1), None);
+    assert_eq!(f.keywords().letter("$Work"), Some('a'));
+    drop(f);
+    restore_keeping_stamp(&uidlist, &saved);
+
+    // A quiet open's folder syncs like any other: cache blobs set after it are kept with
+    // the ones never read, and a rewrite of the index keeps every one.
+    let mut f = store.folder("INBOX").unwrap();
+    f.set_cache(5, 1, b"(ENVELOPE 5)").unwrap();
+    assert!(f.sync().unwrap().new.is_empty());
+    drop(f);
+    let f = store.folder("INBOX").unwrap();
+    assert_eq!(f.cache(2, 2), Some(&b"(BODY 2)"[..]));
+    assert_eq!(f.cache(5, 1), Some(&b"(ENVELOPE 5)"[..]));
+    drop(f);
+    settle_and_record(&store, &root);
+
+    // A delivery to new/: the next open and the next sync of an open folder find it.
+    let mut open = store.folder("INBOX").unwrap();
+    deliver(&root, 1, 10);
+    let f = store.folder("INBOX").unwrap();
+    assert_eq!(f.len(), 6);
+    assert!(f.get(6).unwrap().recent);
+    assert!(f.get(6).unwrap().modseq > hm);
+    let ch = open.sync().unwrap();
+    assert_eq!(ch.new, vec![6]);
+    drop((f, open));
+    settle_and_record(&store, &root);
+
+    // Another program's rename in cur/ (a flag change).
+    let mut open = store.folder("INBOX").unwrap();
+    let before = open.highest_modseq();
+    let p = cur_file(&root, &open, 1);
+    fs::rename(&p, format!("{}F", p.display())).unwrap();
+    let f = store.folder("INBOX").unwrap();
+    assert!(f.get(1).unwrap().flags.flagged);
+    assert!(f.get(1).unwrap().modseq > before);
+    assert_eq!(f.cache(2, 1), Some(&b"(ENVELOPE 2)"[..]));
+    let ch = open.sync().unwrap();
+    assert_eq!(ch.flags, vec![1]);
+    assert!(open.get(1).unwrap().flags.flagged);
+    drop((f, open));
+    settle_and_record(&store, &root);
+
+    // A file deleted by another program.
+    let mut open = store.folder("INBOX").unwrap();
+    fs::remove_file(cur_file(&root, &open, 5)).unwrap();
+    let f = store.folder("INBOX").unwrap();
+    assert!(f.get(5).is_none());
+    assert_eq!(f.len(), 5);
+    let ch = open.sync().unwrap();
+    assert_eq!(ch.expunged, vec![5]);
+    drop((f, open));
+    settle_and_record(&store, &root);
+
+    // dovecot-keywords rewritten by another program: the same letter names another
+    // keyword now.
+    let mut open = store.folder("INBOX").unwrap();
+    assert_eq!(open.get(3).unwrap().flags.to_imap(), ["\\Seen", "$Work"]);
+    let before = open.highest_modseq();
+    fs::write(root.join("dovecot-keywords"), "0 $Home\n").unwrap();
+    let f = store.folder("INBOX").unwrap();
+    assert_eq!(f.get(3).unwrap().flags.to_imap(), ["\\Seen", "$Home"]);
+    let ch = open.sync().unwrap();
+    assert_eq!(ch.flags, vec![3]);
+    assert_eq!(open.get(3).unwrap().flags.to_imap(), ["\\Seen", "$Home"]);
+    assert!(open.get(3).unwrap().modseq > before);
+    drop((f, open));
+
+    // A change within the settle time is never trusted: the stamps of a directory that
+    // changed less than a second ago are not recorded, so the next open looks again.
+    let mut f = store.folder("INBOX").unwrap();
+    f.set_flags(2, &flags(&["\\Deleted"])).unwrap();
+    drop(f);
+    assert!(Index::load(&root).unwrap().stamps.is_none());
+    let f = store.folder("INBOX").unwrap();
+    let p = cur_file(&root, &f, 2);
+    drop(f);
+    fs::rename(&p, format!("{}S", p.display())).unwrap();
+    let f = store.folder("INBOX").unwrap();
+    assert!(f.get(2).unwrap().flags.seen && f.get(2).unwrap().flags.deleted);
+}
+
+#[test]
+fn a_quiet_open_is_followed_by_quiet_syncs_until_something_changes() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("Maildir");
+    deliver(&root, 3, 1);
+    let store = Store::open(&root).unwrap();
+    drop(store.folder("INBOX").unwrap());
+    settle_and_record(&store, &root);
+    let mut f = store.folder("INBOX").unwrap();
+    // The UID list garbled in place is not read by the syncs of a quiet folder either.
+    let uidlist = root.join("dovecot-uidlist");
+    let saved = garble_keeping_stamp(&uidlist);
+    let uidvalidity = f.uidvalidity();
+    assert_eq!(f.sync().unwrap(), Default::default());
+    assert_eq!(f.uidvalidity(), uidvalidity);
+    restore_keeping_stamp(&uidlist, &saved);
+    // A delivery: the sync reads the UID list it skipped and gives the next UID.
+    deliver(&root, 1, 7);
+    let ch = f.sync().unwrap();
+    assert_eq!(ch.new, vec![4]);
+    assert_eq!(f.uidnext(), 5);
+    assert_eq!(f.uidvalidity(), uidvalidity);
+    // Appends through the quiet-opened folder get the next UIDs too.
+    assert_eq!(f.append(b"x\n", &FlagSet::default(), None).unwrap(), 5);
+    assert_eq!(f.sync().unwrap().new, vec![5]);
+}
+
+/// The index's own layout (see `index.rs`): header, blobs, records, names.
+fn index_parts(data: &[u8]) -> (usize, usize, usize) {
+    let blobs_len = u64::from_le_bytes(data[40..48].try_into().unwrap()) as usize;
+    let count = u32::from_le_bytes(data[20..24].try_into().unwrap()) as usize;
+    let recs_at = 192 + blobs_len;
+    (192, recs_at, recs_at + count * 48)
+}
+
+#[test]
+fn a_torn_or_garbled_index_is_never_trusted_and_is_rebuilt() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("Maildir");
+    deliver(&root, 4, 1);
+    let store = Store::open(&root).unwrap();
+    let mut f = store.folder("INBOX").unwrap();
+    for uid in 1..=4 {
+        f.set_cache(uid, 1, format!("(ENVELOPE {uid})").as_bytes())
+            .unwrap();
+    }
+    f.set_flags(2, &flags(&["\\Seen", "$Junk"])).unwrap();
+    f.sync().unwrap();
+    let want = view(&f);
+    drop(f);
+    settle_and_record(&store, &root);
+    let idx = root.join("petrel-index");
+    let good = fs::read(&idx).unwrap();
+    let (blobs_at, recs_at, names_at) = index_parts(&good);
+    assert!(blobs_at < recs_at && recs_at < names_at && names_at < good.len());
+
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for cut in [0, 1, 100, blobs_at, recs_at, names_at, good.len() - 1] {
+        cases.push((format!("cut at {cut}"), good[..cut].to_vec()));
+    }
+    for at in [
+        0,
+        9,
+        13,
+        30,
+        60,
+        blobs_at - 1,
+        blobs_at + 3,
+        recs_at - 2,
+        recs_at,
+        recs_at + 9,
+        names_at - 1,
+        names_at + 2,
+        good.len() - 1,
+    ] {
+        let mut b = good.clone();
+        b[at] ^= 0x04;
+        cases.push((format!("byte {at} flipped"), b));
+    }
+    for (what, bytes) in cases {
+        fs::write(&idx, &bytes).unwrap();
+        let f = store.folder("INBOX").unwrap();
+        assert_eq!(view(&f), want, "{what}");
+        for uid in 1..=4 {
+            // A blob is right or missing, never wrong.
+            let c = f.cache(uid, 1);
+            let right = format!("(ENVELOPE {uid})");
+            assert!(c.is_none() || c == Some(right.as_bytes()), "{what}: {c:?}");
+        }
+        drop(f);
+        // Rebuilt whole.
+        let rebuilt = Index::load(&root).unwrap_or_else(|| panic!("{what}: not rebuilt"));
+        assert_eq!(rebuilt.records.len(), 4, "{what}");
+        let f = store.folder("INBOX").unwrap();
+        assert_eq!(view(&f), want, "{what}");
+        drop(f);
+        fs::write(&idx, &good).unwrap();
+    }
+}
+
+/// Runs doveadm with a throwaway config; `None` when it could not be run at all.
+fn doveadm(conf: &Path, home: &Path, args: &[&str], stdin: Option<&[u8]>) -> Option<String> {
+    let mut c = Command::new("doveadm");
+    c.arg("-c").arg(conf).args(args);
+    c.env("USER", "petreltest").env("HOME", home);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().ok()?;
+    if let Some(data) = stdin {
+        child.stdin.take().unwrap().write_all(data).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "doveadm {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_dovecot_written_folder_opens_quietly_and_dovecots_changes_are_seen() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path();
+    let maildir = base.join("Maildir");
+    let home = base.join("home");
+    fs::create_dir(&home).unwrap();
+    // Dovecot refuses mail access as root: run as the owner of the directory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = if uid == 0 { (65534, 65534) } else { (uid, gid) };
+    let chown_all = || {
+        if uid == 65534 {
+            let _ = Command::new("chown")
+                .arg("-R")
+                .arg("65534:65534")
+                .arg(base)
+                .status();
+        }
+    };
+    chown_all();
+    let conf = base.join("dovecot.conf");
+    fs::write(
+        &conf,
+        format!(
+            "base_dir = {b}/run\nlog_path = {b}/log\nssl = no\n\
+             mail_location = maildir:{m}\nmail_uid = {uid}\nmail_gid = {gid}\n\
+             first_valid_uid = 0\nfirst_valid_gid = 0\n\
+             namespace inbox {{\n  inbox = yes\n}}\n\
+             passdb {{\n  driver = static\n  args = password=x\n}}\n\
+             userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={h}\n}}\n",
+            b = base.display(),
+            m = maildir.display(),
+            h = home.display(),
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str], stdin: Option<&[u8]>| doveadm(&conf, &home, args, stdin);
+    if run(&["save", "-m", "INBOX"], Some(b"Subject: a\n\nhello\n")).is_none() {
+        eprintln!("SKIPPED: doveadm is missing or cannot run here");
+        return;
+    }
+    run(&["save", "-m", "INBOX"], Some(b"Subject: b\n\nhello2\n")).unwrap();
+    run(
+        &[
+            "flags",
+            "add",
+            "\\Seen $Junk",
+            "mailbox",
+            "INBOX",
+            "uid",
+            "1",
+        ],
+        None,
+    )
+    .unwrap();
+    let store = Store::open(&maildir).unwrap();
+    let f = store.folder("INBOX").unwrap();
+    assert_eq!(f.messages().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(f.get(1).unwrap().flags.to_imap(), ["\\Seen", "$Junk"]);
+    let uidvalidity = f.uidvalidity();
+    drop(f);
+    settle_and_record(&store, &maildir);
+    // Opened from the index alone: Dovecot's UID list, garbled in place, is not read.
+    let uidlist = maildir.join("dovecot-uidlist");
+    let saved = garble_keeping_stamp(&uidlist);
+    let f = store.folder("INBOX").unwrap();
+    assert_eq!(f.uidvalidity(), uidvalidity);
+    assert_eq!(f.messages().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(f.get(1).unwrap().flags.to_imap(), ["\\Seen", "$Junk"]);
+    drop(f);
+    restore_keeping_stamp(&uidlist, &saved);
+
+    // Dovecot changes flags (a rename in cur/, a new keyword), saves a message and
+    // expunges one: all of it is seen by the next open.
+    chown_all();
+    run(
+        &[
+            "flags",
+            "add",
+            "\\Flagged $Later",
+            "mailbox",
+            "INBOX",
+            "uid",
+            "2",
+        ],
+        None,
+    )
+    .unwrap();
+    run(&["save", "-m", "INBOX"], Some(b"Subject: c\n\nhello3\n")).unwrap();
+    run(&["expunge", "mailbox", "INBOX", "uid", "1"], None).unwrap();
+    let f = store.folder("INBOX").unwrap();
+    assert_eq!(f.uidvalidity(), uidvalidity);
+    assert_eq!(f.messages().map(|m| m.uid).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(f.get(2).unwrap().flags.to_imap(), ["\\Flagged", "$Later"]);
+}
