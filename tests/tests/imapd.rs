@@ -1288,3 +1288,46 @@ fn hostile_input_gets_bad_or_no_and_the_server_lives_on() {
         .collect();
     assert!(bad_lines.is_empty(), "imapd log:\n{}", bad_lines.join("\n"));
 }
+
+// ---------------------------------------------------------------------------------------
+// 9. Connections that never log in are limited per address; logging in frees the slot.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn too_many_connections_not_logged_in_from_one_address_are_refused() {
+    use petrel_tests::imap::read_line;
+    use std::io::Write;
+    let (mut sb, pw) = imap_sandbox("imapd_preauth_limit", &[("imapd_tls_auth_only", "no")]);
+    start_imapd(&mut sb);
+    let port = imap_port(&sb);
+    let connect = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let g = read_line(&mut s, WAIT);
+        (s, g)
+    };
+    let mut held = Vec::new();
+    for i in 0..100 {
+        let (s, g) = connect();
+        assert!(g.starts_with("* OK"), "connection {i}: {g:?}");
+        held.push(s);
+    }
+    let (_, g) = connect();
+    assert!(
+        g.starts_with("* BYE [UNAVAILABLE]"),
+        "the 101st connection from 127.0.0.1 that has not logged in: {g:?}"
+    );
+    // One of them logs in: it no longer counts, and a new connection is welcome.
+    let mut s = held.pop().unwrap();
+    s.write_all(format!("a LOGIN demo \"{pw}\"\r\n").as_bytes())
+        .unwrap();
+    let r = read_line(&mut s, WAIT);
+    assert!(r.starts_with("a OK"), "{r:?}");
+    held.push(s);
+    sb.wait_for("a free slot after a login", WAIT, || {
+        connect().1.starts_with("* OK")
+    });
+    // The server is still fine for everyone.
+    drop(held);
+    let (_, g) = connect();
+    assert!(g.starts_with("* OK"), "{g:?}");
+}

@@ -31,6 +31,10 @@ const MAX_LINE: usize = 64 * 1024;
 const PREAUTH_LITERAL: u64 = 8 * 1024;
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// Connections not logged in yet, from one address and in all, per login process; more
+/// are told `* BYE` at once (as Dovecot's login_max_connections-style limits).
+const MAX_PREAUTH_PER_IP: usize = 100;
+const MAX_PREAUTH: usize = 5000;
 
 /// Where a connection is in the protocol.
 enum State {
@@ -78,6 +82,8 @@ struct Conn {
     last: Instant,
     closing: bool,
     bytes_in: u64,
+    /// Counted in `Server::preauth` (until login or close).
+    counted: bool,
 }
 
 impl Conn {
@@ -122,6 +128,9 @@ pub struct Server {
     handoffs: HashMap<u64, usize>,
     next_id: u64,
     buf: Vec<u8>,
+    /// Connections not logged in yet, per client address.
+    preauth: HashMap<IpAddr, usize>,
+    preauth_total: usize,
 }
 
 impl Server {
@@ -154,6 +163,8 @@ impl Server {
             handoffs: HashMap::new(),
             next_id: 1,
             buf: vec![0u8; handoff::MAX_MESSAGE],
+            preauth: HashMap::new(),
+            preauth_total: 0,
         })
     }
 
@@ -213,6 +224,22 @@ impl Server {
                 v4 => v4,
             };
             let _ = stream.set_nodelay(true);
+            let from_ip = self.preauth.get(&ip).copied().unwrap_or(0);
+            if from_ip >= MAX_PREAUTH_PER_IP || self.preauth_total >= MAX_PREAUTH {
+                log::warn!(
+                    "too many connections not logged in yet ({} from {ip}, {} in all); refusing one",
+                    from_ip,
+                    self.preauth_total
+                );
+                // Best effort: the greeting's place takes a BYE (never for TLS-first ports,
+                // where plaintext would be garbage to the client).
+                if !self.s.wrappermode {
+                    let _ = stream.write(b"* BYE [UNAVAILABLE] Too many connections\r\n");
+                }
+                continue;
+            }
+            *self.preauth.entry(ip).or_insert(0) += 1;
+            self.preauth_total += 1;
             let t = self.next;
             self.next += STRIDE;
             if self
@@ -252,6 +279,7 @@ impl Server {
                 last: now,
                 closing: false,
                 bytes_in: 0,
+                counted: true,
             };
             let greeting = format!(
                 "* OK [CAPABILITY {}] Petrel IMAP ready.\r\n",
@@ -660,8 +688,26 @@ impl Server {
         }
     }
 
+    /// Connection `t` is no longer one that has not logged in.
+    fn uncount(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        if !std::mem::take(&mut c.counted) {
+            return;
+        }
+        self.preauth_total = self.preauth_total.saturating_sub(1);
+        if let Some(n) = self.preauth.get_mut(&c.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.preauth.remove(&c.ip);
+            }
+        }
+    }
+
     /// The worker has the connection: forget a plaintext one, relay a TLS one.
     fn handed_over(&mut self, t: usize) {
+        self.uncount(t);
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
@@ -918,6 +964,7 @@ impl Server {
     }
 
     fn close(&mut self, t: usize) {
+        self.uncount(t);
         let Some(mut c) = self.conns.remove(&t) else {
             return;
         };
