@@ -1331,3 +1331,24 @@ fn too_many_connections_not_logged_in_from_one_address_are_refused() {
     let (_, g) = connect();
     assert!(g.starts_with("* OK"), "{g:?}");
 }
+
+/// An empty line answering AUTHENTICATE's `+` is an empty SASL response: refused at once
+/// (it used to be taken for a blank line between commands, and the client waited forever).
+#[test]
+fn an_empty_sasl_response_is_answered() {
+    use petrel_tests::imap::read_line;
+    use std::io::Write;
+    let (mut sb, _pw) = imap_sandbox("imapd_empty_sasl", &[("imapd_tls_auth_only", "no")]);
+    start_imapd(&mut sb);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", imap_port(&sb))).unwrap();
+    assert!(read_line(&mut s, WAIT).starts_with("* OK"));
+    s.write_all(b"a AUTHENTICATE PLAIN\r\n").unwrap();
+    let cont = read_line(&mut s, WAIT);
+    assert!(cont.starts_with('+'), "{cont:?}");
+    s.write_all(b"\r\n").unwrap();
+    let r = read_line(&mut s, WAIT);
+    assert!(r.starts_with("a NO"), "an empty response: {r:?}");
+    s.write_all(b"b NOOP\r\n").unwrap();
+    let r = read_line(&mut s, WAIT);
+    assert!(r.starts_with("b OK"), "{r:?}");
+}
