@@ -32,7 +32,8 @@ are in the page cache; all figures are the WARM case. Then, alternating the serv
   idle conns    --conns connections (opened 8 at a time for at most 240 s per server;
                 how many were opened is printed), each LOGIN + SELECT INBOX + IDLE; PSS
                 and RSS of the server (Dovecot: every process under its master; Petrel: its imapd
-                processes — spawners, login processes, session workers) before and after, difference / connections; and the CPU the
+                processes — spawners, login processes, session workers); both servers
+                are restarted first, so Petrel's figure includes its whole session worker before and after, difference / connections; and the CPU the
                 server used over 5 s while they all idle;
   many idle     (with --petrel-conns N) Petrel alone holds N LOGIN+SELECT+IDLE connections
                 (16 opened at a time): how many opened and stayed open, PSS per connection,
@@ -385,6 +386,7 @@ class Dovecot:
                     break
                 if bl.wait_gone(self.master, 10):
                     break
+        self.master = None
 
     def pids(self):
         """The master and everything under it (imap-login, imap, auth, anvil, ...)."""
@@ -633,6 +635,13 @@ def main():
                   f"; checks {checks[s.name]}, body bytes {r['body_bytes']}", flush=True)
 
         chown_tree(os.path.dirname(maildir), dove.uid, dove.gid)
+        # Both servers restart before the idle test, so that "after - before" counts every
+        # byte the connections cost: for Petrel that includes the whole session worker
+        # (started by the first login) and its copy of the folder, not memory its heap
+        # kept from the FETCH runs above.
+        for s in servers:
+            s.stop()
+            s.start()
         idle = {}
         for s in servers:
             left = deadline - time.time() - 60

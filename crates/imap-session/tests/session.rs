@@ -296,6 +296,100 @@ fn fetch_items() {
     );
 }
 
+/// The CRLF form by the definition: a CR before every LF without one.
+fn crlf_form(msg: &[u8]) -> String {
+    let mut out = String::new();
+    let mut prev = 0u8;
+    for &b in msg {
+        if b == b'\n' && prev != b'\r' {
+            out.push('\r');
+        }
+        out.push(char::from(b));
+        prev = b;
+    }
+    out
+}
+
+#[test]
+fn fetch_sends_the_crlf_form_of_lf_crlf_and_mixed_files() {
+    let lf: &[u8] = b"Subject: lf\nFrom: a@example.org\n\nline one\nline two\n";
+    let crlf: &[u8] = b"Subject: crlf\r\nFrom: a@example.org\r\n\r\nline one\r\nline two\r\n";
+    let mixed: &[u8] = b"Subject: mixed\r\nFrom: a@example.org\n\nline\r\nlone\rcr\n\nend";
+    let (_d, store) = setup();
+    put(&store, "INBOX", &[lf, crlf, mixed]);
+    let mut s = session(&store);
+    run(&mut s, "a SELECT INBOX");
+    for (n, m) in [lf, crlf, mixed].into_iter().enumerate() {
+        let seq = n + 1;
+        let c = crlf_form(m);
+        let split = c.find("\r\n\r\n").unwrap() + 4;
+        let (header, text) = c.split_at(split);
+        let part = &c[3..23];
+        let lit = |s: &str| format!("{{{}}}\r\n{s}", s.len());
+        // The whole message first (stored bytes), then items on the CRLF form, then the
+        // whole message again (from the converted copy).
+        let out = run(
+            &mut s,
+            &format!(
+                "a{seq} FETCH {seq} (BODY.PEEK[] BODY.PEEK[TEXT] BODY.PEEK[]<3.20> \
+                 RFC822.HEADER BODY.PEEK[] RFC822.SIZE)"
+            ),
+        );
+        assert_eq!(
+            out,
+            format!(
+                "* {seq} FETCH (BODY[] {} BODY[TEXT] {} BODY[]<3> {} RFC822.HEADER {} \
+                 BODY[] {} RFC822.SIZE {})\r\na{seq} OK Fetch completed.\r\n",
+                lit(&c),
+                lit(text),
+                lit(part),
+                lit(header),
+                lit(&c),
+                c.len()
+            ),
+            "message {seq}"
+        );
+        let out = run(&mut s, &format!("b{seq} FETCH {seq} (RFC822 RFC822.TEXT)"));
+        assert_eq!(
+            out,
+            format!(
+                "* {seq} FETCH (RFC822 {} RFC822.TEXT {} FLAGS (\\Seen))\r\n\
+                 b{seq} OK Fetch completed.\r\n",
+                lit(&c),
+                lit(text)
+            ),
+            "message {seq}"
+        );
+    }
+}
+
+#[test]
+fn fetch_leaves_out_a_message_whose_file_went_away() {
+    let (_d, store) = setup();
+    put(&store, "INBOX", &[MSG1, MSG3]);
+    let mut s = session(&store);
+    run(&mut s, "a SELECT INBOX");
+    let first = cur_files(store.root())
+        .into_iter()
+        .find(|f| fs::read(f).unwrap() == MSG1)
+        .unwrap();
+    fs::remove_file(&first).unwrap();
+    let out = run(&mut s, "a1 FETCH 1:2 (UID BODY.PEEK[])");
+    assert!(!out.contains("* 1 FETCH"), "no half response: {out}");
+    let c = crlf_form(MSG3);
+    assert!(
+        out.contains(&format!(
+            "* 2 FETCH (UID 2 BODY[] {{{}}}\r\n{c})\r\n",
+            c.len()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("a1 OK Fetch completed; some messages were expunged meanwhile.\r\n"),
+        "{out}"
+    );
+}
+
 #[test]
 fn envelope_and_bodystructure_come_from_the_cache() {
     let (_d, store) = setup();

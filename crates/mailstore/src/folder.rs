@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::flags::{file_name, parse_letters, split_name, FlagSet, Keywords};
 use crate::index::{
-    self, dir_stamps, BlobFile, BlobRef, BlobSet, BlobSource, DirStamps, Header, IndexFile,
+    self, dir_stamps, BlobFile, BlobRef, BlobSet, BlobSource, DirStamps, Header, IndexReader,
     RecordOut, Stamp,
 };
 use crate::sync_dir;
@@ -265,7 +265,8 @@ fn file_stamp(path: &Path) -> Option<Stamp> {
 
 impl Folder {
     /// Opens the folder in directory `dir` (which has `cur/ new/ tmp/`) of the Maildir at
-    /// `root`, and syncs it once.
+    /// `root`, and syncs it once — unless it is quiet: when nothing the index's stamps
+    /// cover changed since it was written, the index alone is read (see `open_quiet`).
     pub(crate) fn open(dir: PathBuf, root: PathBuf, lock_timeout: Duration) -> io::Result<Folder> {
         let mut f = Folder {
             dir,
@@ -292,7 +293,7 @@ impl Folder {
             quiet_stamps: None,
             track: Tracking::default(),
         };
-        let index = match IndexFile::open(&f.dir) {
+        let index = match IndexReader::open(&f.dir) {
             Some(index) => match f.open_quiet(index)? {
                 None => return Ok(f),
                 unused => unused,
@@ -322,7 +323,7 @@ impl Folder {
     /// and the keywords still match the directory, the index's messages are the folder's,
     /// and neither the directories nor the UID list are read. Gives the index back when it
     /// cannot be used so (the caller then syncs in full).
-    fn open_quiet(&mut self, index: IndexFile) -> io::Result<Option<IndexFile>> {
+    fn open_quiet(&mut self, index: IndexReader) -> io::Result<Option<IndexReader>> {
         let h = index.header;
         let Some(stamps) = h.stamps else {
             return Ok(Some(index));
@@ -330,17 +331,9 @@ impl Folder {
         if h.uidvalidity == 0 || dir_stamps(&self.dir) != Some(stamps) {
             return Ok(Some(index));
         }
-        self.keywords = Keywords::load(&self.dir)?;
-        self.uidvalidity = h.uidvalidity;
-        self.next_uid = h.next_uid.max(1);
-        self.highest_modseq = h.highest_modseq;
-        self.list_stamp = stamps[2];
-        self.disk_stamps = Some(stamps);
-        self.index_has_stamps = Some(stamps);
-        self.index_stamp = Some(index.stamp);
-        let kw = &self.keywords;
+        let kw = Keywords::load(&self.dir)?;
         let mut msgs = Vec::with_capacity(index.len());
-        for r in index.records() {
+        let ok = index.read_records(|r| {
             let (base, letters) = split_name(r.file);
             msgs.push(Entry {
                 info: MessageInfo {
@@ -348,7 +341,7 @@ impl Folder {
                     file: r.file.to_string(),
                     size: r.size,
                     internaldate: r.internaldate,
-                    flags: parse_letters(letters, kw),
+                    flags: parse_letters(letters, &kw),
                     modseq: r.modseq,
                     recent: false,
                 },
@@ -356,7 +349,19 @@ impl Folder {
                 vsize: r.vsize,
                 blobs: Blobs::on_disk(1, r.blobs),
             });
+        });
+        if !ok {
+            // Torn or corrupt: the full sync finds that out again and rebuilds it.
+            return Ok(Some(index));
         }
+        self.keywords = kw;
+        self.uidvalidity = h.uidvalidity;
+        self.next_uid = h.next_uid.max(1);
+        self.highest_modseq = h.highest_modseq;
+        self.list_stamp = stamps[2];
+        self.disk_stamps = Some(stamps);
+        self.index_has_stamps = Some(stamps);
+        self.index_stamp = Some(index.stamp);
         self.msgs = msgs;
         self.blob_files = vec![Some(index.into_blob_file())];
         self.by_uid = self
@@ -414,62 +419,91 @@ impl Folder {
 
     /// Merges an index (`index`, or else the file on disk): the MODSEQs, sizes and blobs
     /// of known messages; the other records wait in `warm` for their files.
-    fn load_index(&mut self, index: Option<IndexFile>) {
-        let Some(index) = index.or_else(|| IndexFile::open(&self.dir)) else {
+    fn load_index(&mut self, index: Option<IndexReader>) {
+        let Some(index) = index.or_else(|| IndexReader::open(&self.dir)) else {
             self.index_stamp = file_stamp(&self.dir.join("petrel-index"));
             self.index_has_stamps = None;
             self.index_dirty = true;
             return;
         };
         self.index_stamp = Some(index.stamp);
-        self.index_has_stamps = index.header.stamps;
+        self.index_has_stamps = None;
         if index.header.uidvalidity != self.uidvalidity || self.uidvalidity == 0 {
             self.index_dirty = true;
             return;
         }
+        // Collected first, used only once the checksum matched.
+        let mut recs: Vec<(u32, Warm)> = Vec::with_capacity(index.len());
+        let mut names = String::new();
+        let slot = self.free_blob_slot();
+        let ok = index.read_records(|r| {
+            let name = (names.len(), r.file.len());
+            names.push_str(r.file);
+            let w = Warm {
+                modseq: r.modseq,
+                size: r.size,
+                vsize: r.vsize,
+                internaldate: r.internaldate,
+                name,
+                blobs: (slot, r.blobs),
+            };
+            recs.push((r.uid, w));
+        });
+        if !ok {
+            self.index_dirty = true;
+            return;
+        }
+        self.index_has_stamps = index.header.stamps;
         self.highest_modseq = self.highest_modseq.max(index.header.highest_modseq);
-        let slot = u32::try_from(self.blob_files.len() + 1).unwrap_or(0);
         self.warm.clear();
         self.warm
-            .reserve(index.len().saturating_sub(self.msgs.len()));
-        let mut name_off = 0;
-        for r in index.records() {
-            let name = (name_off, r.file.len());
-            name_off += r.file.len();
-            match self.by_uid.get(&r.uid) {
+            .reserve(recs.len().saturating_sub(self.msgs.len()));
+        for (uid, w) in recs {
+            match self.by_uid.get(&uid) {
                 Some(&i) => {
                     // Another session wrote it: keep the newer MODSEQ, and its blobs unless
                     // ours were read or set here.
                     let e = &mut self.msgs[i];
-                    if r.file == e.info.file && r.modseq > e.info.modseq {
-                        e.info.modseq = r.modseq;
+                    let file = names.get(w.name.0..w.name.0 + w.name.1).unwrap_or("");
+                    if file == e.info.file && w.modseq > e.info.modseq {
+                        e.info.modseq = w.modseq;
                     }
                     if e.vsize.is_none() {
-                        e.vsize = r.vsize;
+                        e.vsize = w.vsize;
                     }
                     let ours = e.blobs.mem.get().is_some_and(|s| !s.is_empty());
-                    if r.blobs.len > 0 && !ours {
-                        e.blobs = Blobs::on_disk(slot, r.blobs);
+                    if w.blobs.1.len > 0 && !ours {
+                        e.blobs = Blobs::on_disk(slot, w.blobs.1);
                     }
                 }
                 None => {
-                    self.warm.insert(
-                        r.uid,
-                        Warm {
-                            modseq: r.modseq,
-                            size: r.size,
-                            vsize: r.vsize,
-                            internaldate: r.internaldate,
-                            name,
-                            blobs: (slot, r.blobs),
-                        },
-                    );
+                    self.warm.insert(uid, w);
                 }
             }
         }
-        let (blobs, names) = index.into_parts();
         self.warm_names = names;
-        self.blob_files.push(Some(blobs));
+        self.put_blob_file(slot, index.into_blob_file());
+    }
+
+    /// The slot (1-based) the next index file's blobs will be read through.
+    fn free_blob_slot(&self) -> u32 {
+        let i = self
+            .blob_files
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.blob_files.len());
+        u32::try_from(i + 1).unwrap_or(0)
+    }
+
+    /// Puts an index file in its slot (from [`Folder::free_blob_slot`]) and closes the ones
+    /// no longer used.
+    fn put_blob_file(&mut self, slot: u32, file: BlobFile) {
+        if let Some(i) = (slot as usize).checked_sub(1) {
+            if self.blob_files.len() <= i {
+                self.blob_files.resize_with(i + 1, || None);
+            }
+            self.blob_files[i] = Some(file);
+        }
         self.drop_unused_blob_files();
     }
 
@@ -1025,22 +1059,12 @@ impl Folder {
         });
         let written = index::write(&self.dir, &header, records)?;
         // The blobs not read yet are read from the new file from now on.
-        let slot = match self.blob_files.iter().position(Option::is_none) {
-            Some(i) => {
-                self.blob_files[i] = Some(written.blobs);
-                i + 1
-            }
-            None => {
-                self.blob_files.push(Some(written.blobs));
-                self.blob_files.len()
-            }
-        };
-        let slot = u32::try_from(slot).unwrap_or(0);
+        let slot = self.free_blob_slot();
         for (e, at) in self.msgs.iter_mut().zip(written.refs) {
             e.blobs.slot = if at.len == 0 { 0 } else { slot };
             e.blobs.at = at;
         }
-        self.drop_unused_blob_files();
+        self.put_blob_file(slot, written.blobs);
         self.index_stamp = Some(written.stamp);
         self.index_has_stamps = header.stamps;
         self.index_dirty = false;

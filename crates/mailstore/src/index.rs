@@ -10,8 +10,8 @@
 //! alone, without reading the directories or the UID list (Dovecot's trick).
 //!
 //! The file is binary, little-endian, laid out so that an open reads only the header, the
-//! fixed-size records and the file names; the cache blobs stay on disk and are read one
-//! message at a time when asked for:
+//! fixed-size records and the file names; the cache blobs stay on disk and are read when
+//! asked for (a message's, with those of the next few messages):
 //!
 //! ```text
 //! header   192 bytes  "PETRLIDX", VERSION, UIDVALIDITY, next UID, record count,
@@ -22,8 +22,10 @@
 //! names    the file names, concatenated (UTF-8)
 //! ```
 //!
-//! The header's `CHECKSUM` covers the header, the records and the names; each message's
-//! blobs carry their own, seeded with the UID, and are checked when read. A file whose
+//! The header's `CHECKSUM` covers the header, the records and the names (these two summed
+//! 64 KiB at a time, so that an open reads and checks them through a small window instead
+//! of loading them whole); each message's blobs carry their own, seeded with the UID, and
+//! are checked when read. A file whose
 //! version, lengths or checksum do not match is ignored and rebuilt (a damaged blob is
 //! dropped): the index is a cache and never the authority (the UID list and the directory
 //! are). It is written to a temporary name, fsynced and renamed into place, so an open file
@@ -38,8 +40,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::sync_dir;
 
-/// The index format version (1 was a text format).
-pub const VERSION: u32 = 2;
+/// The index format version (1 was a text format, 2 an unreleased draft of this one).
+pub const VERSION: u32 = 3;
 
 const MAGIC: [u8; 8] = *b"PETRLIDX";
 /// The size of the header.
@@ -162,18 +164,20 @@ pub fn fnv64(data: &[u8]) -> u64 {
     h
 }
 
+/// The little-endian number in the first 8 bytes of `b` (0 when it is shorter).
+#[inline]
 fn le64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    let n = b.len().min(8);
-    a[..n].copy_from_slice(&b[..n]);
-    u64::from_le_bytes(a)
+    b.get(..8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
+/// The little-endian number in the first 4 bytes of `b` (0 when it is shorter).
+#[inline]
 fn le32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    let n = b.len().min(4);
-    a[..n].copy_from_slice(&b[..n]);
-    u32::from_le_bytes(a)
+    b.get(..4)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map_or(0, u32::from_le_bytes)
 }
 
 /// The index's checksum: four independent lanes over 8-byte words (fast: several bytes per
@@ -198,7 +202,11 @@ pub fn checksum(seed: u64, data: &[u8]) -> u64 {
         }
     }
     for (lane, w) in l.iter_mut().zip(chunks.remainder().chunks(8)) {
-        *lane = (*lane ^ le64(w)).wrapping_mul(P).rotate_left(29);
+        let mut a = [0u8; 8];
+        a[..w.len()].copy_from_slice(w);
+        *lane = (*lane ^ u64::from_le_bytes(a))
+            .wrapping_mul(P)
+            .rotate_left(29);
     }
     let mut h = (data.len() as u64) ^ seed.rotate_left(17);
     for lane in l {
@@ -209,11 +217,27 @@ pub fn checksum(seed: u64, data: &[u8]) -> u64 {
     h ^ (h >> 29)
 }
 
-/// The header checksum: the header before the checksum, the records, the names.
-fn table_sum(header: &[u8], recs: &[u8], names: &[u8]) -> u64 {
-    checksum(checksum(checksum(0, &header[..SUM_AT]), recs), names)
+/// The records and the names are checksummed this many bytes at a time (each piece
+/// seeded with the sum so far), so that they can be read and checked a piece at a time.
+const SUM_CHUNK: usize = 1 << 16;
+const RECS_SEED: u64 = 0x5245_4353_0000_0001;
+const NAMES_SEED: u64 = 0x4e41_4d45_0000_0002;
+
+/// The checksum of `data` taken [`SUM_CHUNK`] bytes at a time.
+fn chunked_sum(seed: u64, data: &[u8]) -> u64 {
+    data.chunks(SUM_CHUNK).fold(seed, checksum)
 }
 
+/// The header's checksum: of the header before it, and of the records' and the names'
+/// chunked sums.
+fn table_sum(header: &[u8], recs_sum: u64, names_sum: u64) -> u64 {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&recs_sum.to_le_bytes());
+    b[8..].copy_from_slice(&names_sum.to_le_bytes());
+    checksum(checksum(0, &header[..SUM_AT]), &b)
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Counts {
     count: usize,
     names_len: usize,
@@ -312,90 +336,145 @@ fn has_slash_or_nul(b: &[u8]) -> bool {
     acc != 0 || words.remainder().iter().any(|c| *c == b'/' || *c == 0)
 }
 
-/// Checks the records and names of a header whose checksum matched: UIDs ascending and not
-/// 0, names non-empty, on character boundaries, without `/` or NUL, lengths adding up.
-fn check_table(recs: &[u8], names: &str, c: &Counts) -> bool {
-    if recs.len() != c.count * RECORD_LEN || names.len() != c.names_len {
-        return false;
+/// Where an index is read from.
+enum Src<'a> {
+    File(&'a File),
+    Mem(&'a [u8]),
+}
+
+impl Src<'_> {
+    fn read_at(&self, buf: &mut [u8], at: u64) -> bool {
+        match self {
+            Src::File(f) => f.read_exact_at(buf, at).is_ok(),
+            Src::Mem(d) => {
+                let piece = usize::try_from(at)
+                    .ok()
+                    .and_then(|at| d.get(at..at.checked_add(buf.len())?));
+                match piece {
+                    Some(p) => {
+                        buf.copy_from_slice(p);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
     }
-    if has_slash_or_nul(names.as_bytes()) {
-        return false;
+}
+
+/// A region of an index read [`SUM_CHUNK`] bytes at a time into a small window, summed as
+/// it is read.
+struct Pieces<'a> {
+    src: &'a Src<'a>,
+    at: u64,
+    left: usize,
+    buf: Vec<u8>,
+    start: usize,
+    sum: u64,
+    /// Refuse a piece holding `/` or NUL (names).
+    names: bool,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(src: &'a Src<'a>, at: u64, len: usize, seed: u64, names: bool) -> Pieces<'a> {
+        Pieces {
+            src,
+            at,
+            left: len,
+            buf: Vec::with_capacity(len.min(2 * SUM_CHUNK)),
+            start: 0,
+            sum: seed,
+            names,
+        }
     }
+
+    /// The next `n` bytes; `None` when the region ends before or cannot be read.
+    #[inline]
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        while self.buf.len() - self.start < n {
+            if self.left == 0 {
+                return None;
+            }
+            self.buf.drain(..self.start);
+            self.start = 0;
+            let k = self.left.min(SUM_CHUNK);
+            let old = self.buf.len();
+            self.buf.resize(old + k, 0);
+            if !self.src.read_at(&mut self.buf[old..], self.at)
+                || (self.names && has_slash_or_nul(&self.buf[old..]))
+            {
+                self.left = 0;
+                self.buf.truncate(old);
+                return None;
+            }
+            self.sum = checksum(self.sum, &self.buf[old..]);
+            self.at += k as u64;
+            self.left -= k;
+        }
+        let s = self.start;
+        self.start += n;
+        Some(&self.buf[s..s + n])
+    }
+
+    /// Whether every byte of the region was taken.
+    fn done(&self) -> bool {
+        self.left == 0 && self.start == self.buf.len()
+    }
+}
+
+/// Reads the records of an index whose header is `hb`/`c` from `src`, checking each (UIDs
+/// ascending and not 0, names non-empty UTF-8 without `/` or NUL, lengths adding up) and
+/// giving it to `f`; then checks the checksum. `false` when anything is wrong: whatever `f`
+/// was given must then be thrown away.
+fn stream_records(src: &Src<'_>, hb: &[u8], c: &Counts, mut f: impl FnMut(RecordView<'_>)) -> bool {
+    let recs_at = HEADER_LEN as u64 + c.blobs_len;
+    let recs_len = c.count * RECORD_LEN;
+    let mut recs = Pieces::new(src, recs_at, recs_len, RECS_SEED, false);
+    let names_at = recs_at + recs_len as u64;
+    let mut names = Pieces::new(src, names_at, c.names_len, NAMES_SEED, true);
     let mut last_uid = 0u32;
-    let mut name_off = 0usize;
-    let mut blobs = 0u64;
-    for r in recs.chunks_exact(RECORD_LEN) {
+    let mut blob_off = HEADER_LEN as u64;
+    for _ in 0..c.count {
+        let Some(r) = recs.take(RECORD_LEN) else {
+            return false;
+        };
         let uid = le32(&r[0..4]);
         let name_len = le32(&r[4..8]) as usize;
+        let modseq = le64(&r[8..16]);
+        let size = le64(&r[16..24]);
+        let vsize = le64(&r[24..32]);
+        let internaldate = le64(&r[32..40]) as i64;
         let blob_len = le32(&r[40..44]);
         if uid <= last_uid || name_len == 0 || (blob_len != 0 && blob_len < 8) {
             return false;
         }
         last_uid = uid;
-        let Some(end) = name_off.checked_add(name_len) else {
+        let Some(name) = names.take(name_len) else {
             return false;
         };
-        if end > names.len() || !names.is_char_boundary(end) {
+        let Ok(file) = std::str::from_utf8(name) else {
             return false;
-        }
-        name_off = end;
-        blobs += u64::from(blob_len);
-    }
-    name_off == names.len() && blobs == c.blobs_len
-}
-
-/// The records of a checked table.
-#[derive(Debug, Clone)]
-pub struct Records<'a> {
-    recs: std::slice::ChunksExact<'a, u8>,
-    names: &'a str,
-    name_off: usize,
-    blob_off: u64,
-}
-
-impl<'a> Records<'a> {
-    fn new(recs: &'a [u8], names: &'a str) -> Records<'a> {
-        Records {
-            recs: recs.chunks_exact(RECORD_LEN),
-            names,
-            name_off: 0,
-            blob_off: HEADER_LEN as u64,
-        }
-    }
-}
-
-impl<'a> Iterator for Records<'a> {
-    type Item = RecordView<'a>;
-
-    fn next(&mut self) -> Option<RecordView<'a>> {
-        let r = self.recs.next()?;
-        let name_len = le32(&r[4..8]) as usize;
-        let end = self.name_off + name_len;
-        let file = self.names.get(self.name_off..end).unwrap_or("");
-        self.name_off = end;
-        let vsize = le64(&r[24..32]);
+        };
         let blobs = BlobRef {
-            off: self.blob_off,
-            len: le32(&r[40..44]),
+            off: blob_off,
+            len: blob_len,
         };
-        self.blob_off += u64::from(blobs.len);
-        Some(RecordView {
-            uid: le32(&r[0..4]),
-            modseq: le64(&r[8..16]),
-            size: le64(&r[16..24]),
+        blob_off += u64::from(blob_len);
+        f(RecordView {
+            uid,
+            modseq,
+            size,
             vsize: (vsize != NO_VSIZE).then_some(vsize),
-            internaldate: le64(&r[32..40]) as i64,
+            internaldate,
             file,
             blobs,
-        })
+        });
     }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.recs.size_hint()
-    }
+    recs.done()
+        && names.done()
+        && blob_off == HEADER_LEN as u64 + c.blobs_len
+        && table_sum(hb, recs.sum, names.sum) == le64(&hb[SUM_AT..])
 }
-
-impl ExactSizeIterator for Records<'_> {}
 
 /// One message's cache blobs, by kind, kept as they are stored (`KIND u8, LEN u32, bytes`
 /// for each): one allocation per message, and copied into a new index as they are.
@@ -536,81 +615,61 @@ impl BlobFile {
     }
 }
 
-/// A loaded, checked index: header, records and names in memory; blobs left on disk.
+/// An index file whose header was read and matches the file's length; its records are
+/// read with [`IndexReader::read_records`] (a small window at a time, never the whole
+/// table), its blobs later through [`IndexReader::into_blob_file`].
 #[derive(Debug)]
-pub struct IndexFile {
-    /// The header.
+pub struct IndexReader {
+    /// The header (not checked yet: see [`IndexReader::read_records`]).
     pub header: Header,
     /// The index file's own stamp when opened.
     pub stamp: Stamp,
-    blobs: BlobFile,
-    recs: Vec<u8>,
-    names: String,
+    file: File,
+    counts: Counts,
+    hb: [u8; HEADER_LEN],
 }
 
-impl IndexFile {
-    /// Opens and checks `dir/petrel-index`; `None` when missing, torn, corrupt or of
-    /// another version.
-    pub fn open(dir: &Path) -> Option<IndexFile> {
+impl IndexReader {
+    /// Opens `dir/petrel-index` and reads its header; `None` when missing, of another
+    /// version, or not as long as its header says.
+    pub fn open(dir: &Path) -> Option<IndexReader> {
         let file = File::open(dir.join("petrel-index")).ok()?;
         let meta = file.metadata().ok()?;
-        let stamp = Stamp::of(&meta);
         let mut hb = [0u8; HEADER_LEN];
         file.read_exact_at(&mut hb, 0).ok()?;
-        let (header, c) = decode_header(&hb)?;
-        if c.file_len()? != meta.len() {
+        let (header, counts) = decode_header(&hb)?;
+        if counts.file_len()? != meta.len() {
             return None;
         }
-        let recs_at = (HEADER_LEN as u64).checked_add(c.blobs_len)?;
-        let mut recs = vec![0u8; c.count * RECORD_LEN];
-        file.read_exact_at(&mut recs, recs_at).ok()?;
-        let mut names = vec![0u8; c.names_len];
-        file.read_exact_at(&mut names, recs_at + recs.len() as u64)
-            .ok()?;
-        if table_sum(&hb, &recs, &names) != le64(&hb[SUM_AT..]) {
-            return None;
-        }
-        let names = String::from_utf8(names).ok()?;
-        if !check_table(&recs, &names, &c) {
-            return None;
-        }
-        Some(IndexFile {
+        Some(IndexReader {
             header,
-            stamp,
-            blobs: BlobFile { file },
-            recs,
-            names,
+            stamp: Stamp::of(&meta),
+            file,
+            counts,
+            hb,
         })
     }
 
     /// The number of records.
     pub fn len(&self) -> usize {
-        self.recs.len() / RECORD_LEN
+        self.counts.count
     }
 
     /// Whether there are no records.
     pub fn is_empty(&self) -> bool {
-        self.recs.is_empty()
+        self.counts.count == 0
     }
 
-    /// The records, UID ascending.
-    pub fn records(&self) -> Records<'_> {
-        Records::new(&self.recs, &self.names)
+    /// Gives every record, UID ascending, to `f`, then checks the header and the records
+    /// against the checksum. `false` when the index is torn or corrupt: everything `f` was
+    /// given must then be thrown away.
+    pub fn read_records(&self, mut f: impl FnMut(RecordView<'_>)) -> bool {
+        stream_records(&Src::File(&self.file), &self.hb, &self.counts, &mut f)
     }
 
-    /// The file, for reading blobs later.
+    /// The file, for reading blobs.
     pub fn into_blob_file(self) -> BlobFile {
-        self.blobs
-    }
-
-    /// The file, and the records' file names concatenated in record order.
-    pub fn into_parts(self) -> (BlobFile, String) {
-        (self.blobs, self.names)
-    }
-
-    /// The file, for reading blobs now.
-    pub fn blob_file(&self) -> &BlobFile {
-        &self.blobs
+        BlobFile { file: self.file }
     }
 }
 
@@ -759,7 +818,11 @@ fn encode_into<'a, W: Write>(
         blobs_len: off - HEADER_LEN as u64,
     };
     let mut hb = encode_header(header, &counts);
-    let sum = table_sum(&hb, &recs, &names);
+    let sum = table_sum(
+        &hb,
+        chunked_sum(RECS_SEED, &recs),
+        chunked_sum(NAMES_SEED, &names),
+    );
     hb[SUM_AT..].copy_from_slice(&sum.to_le_bytes());
     Ok((hb, refs))
 }
@@ -897,20 +960,16 @@ impl Index {
         if c.file_len()? != data.len() as u64 {
             return None;
         }
-        let recs_at = HEADER_LEN + usize::try_from(c.blobs_len).ok()?;
-        let recs = data.get(recs_at..recs_at + c.count * RECORD_LEN)?;
-        let names = data.get(recs_at + recs.len()..)?;
-        if table_sum(hb, recs, names) != le64(&hb[SUM_AT..]) {
-            return None;
-        }
-        let names = std::str::from_utf8(names).ok()?;
-        if !check_table(recs, names, &c) {
-            return None;
-        }
         let mut records = Vec::with_capacity(c.count);
-        for r in Records::new(recs, names) {
-            let at = usize::try_from(r.blobs.off).ok()?;
-            let packet = data.get(at..at + r.blobs.len as usize)?;
+        let mut blobs_ok = true;
+        let ok = stream_records(&Src::Mem(data), hb, &c, |r| {
+            let packet = usize::try_from(r.blobs.off)
+                .ok()
+                .and_then(|at| data.get(at..at.checked_add(r.blobs.len as usize)?));
+            let Some(set) = packet.and_then(|p| BlobSet::decode(r.uid, p)) else {
+                blobs_ok = false;
+                return;
+            };
             records.push(IndexRecord {
                 uid: r.uid,
                 modseq: r.modseq,
@@ -918,11 +977,11 @@ impl Index {
                 vsize: r.vsize,
                 internaldate: r.internaldate,
                 file: r.file.to_string(),
-                cache: BlobSet::decode(r.uid, packet)?
-                    .iter()
-                    .map(|(k, b)| (k, b.to_vec()))
-                    .collect(),
+                cache: set.iter().map(|(k, b)| (k, b.to_vec())).collect(),
             });
+        });
+        if !ok || !blobs_ok {
+            return None;
         }
         Some(Index {
             uidvalidity: header.uidvalidity,
@@ -1037,44 +1096,58 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let i = sample();
         i.save(d.path()).unwrap();
-        let f = IndexFile::open(d.path()).unwrap();
+        let f = IndexReader::open(d.path()).unwrap();
         assert_eq!(f.header, i.header());
         assert_eq!(f.len(), 3);
-        let recs: Vec<RecordView<'_>> = f.records().collect();
-        assert_eq!(recs[1].file, "c\u{e9}");
-        assert_eq!(recs[1].vsize, None);
-        assert_eq!(recs[2].internaldate, 0);
+        let mut recs: Vec<(IndexRecord, BlobRef)> = Vec::new();
+        assert!(f.read_records(|r| {
+            let rec = IndexRecord {
+                uid: r.uid,
+                modseq: r.modseq,
+                size: r.size,
+                vsize: r.vsize,
+                internaldate: r.internaldate,
+                file: r.file.to_string(),
+                cache: Vec::new(),
+            };
+            recs.push((rec, r.blobs));
+        }));
+        let f = f.into_blob_file();
         let pairs =
             |s: BlobSet| -> Vec<(u8, Vec<u8>)> { s.iter().map(|(k, b)| (k, b.to_vec())).collect() };
-        for (r, want) in recs.iter().zip(&i.records) {
+        for ((r, at), want) in recs.iter().zip(&i.records) {
             assert_eq!(
-                pairs(f.blob_file().read(r.uid, r.blobs).unwrap()),
-                want.cache
+                *r,
+                IndexRecord {
+                    cache: Vec::new(),
+                    ..want.clone()
+                }
             );
+            assert_eq!(pairs(f.read(r.uid, *at).unwrap()), want.cache);
         }
-        let run: Vec<(u32, BlobRef)> = recs.iter().map(|r| (r.uid, r.blobs)).collect();
-        let all = f.blob_file().read_run(&run);
+        let run: Vec<(u32, BlobRef)> = recs.iter().map(|(r, at)| (r.uid, *at)).collect();
+        let all = f.read_run(&run);
         for (got, want) in all.into_iter().zip(&i.records) {
             assert_eq!(pairs(got.unwrap()), want.cache);
         }
         // Blobs read under another UID are refused.
-        assert_eq!(f.blob_file().read(4, recs[0].blobs), None);
+        assert_eq!(f.read(4, recs[0].1), None);
         // Copying blobs from the open file into a new one (which replaces it).
         let outs: Vec<RecordOut<'_>> = recs
             .iter()
-            .map(|r| RecordOut {
+            .map(|(r, at)| RecordOut {
                 uid: r.uid,
                 modseq: r.modseq + 1,
                 size: r.size,
                 vsize: r.vsize,
                 internaldate: r.internaldate,
-                file: r.file,
-                blobs: BlobSource::Disk(f.blob_file(), r.blobs),
+                file: &r.file,
+                blobs: BlobSource::Disk(&f, *at),
             })
             .collect();
         let hdr = Header {
             stamps: None,
-            ..f.header
+            ..i.header()
         };
         let w = write(d.path(), &hdr, outs.iter().copied()).unwrap();
         let back = Index::load(d.path()).unwrap();
@@ -1092,6 +1165,64 @@ mod tests {
         let bad = [outs[1], outs[0]];
         assert!(write(d.path(), &hdr, bad.iter().copied()).is_err());
         assert!(Index::load(d.path()).is_some());
+    }
+
+    #[test]
+    fn big_tables_are_read_a_piece_at_a_time() {
+        let records: Vec<IndexRecord> = (1..=5000u32)
+            .map(|uid| IndexRecord {
+                uid: uid * 2,
+                modseq: u64::from(uid),
+                size: 100 + u64::from(uid),
+                vsize: (uid % 3 == 0).then_some(7),
+                internaldate: 1_700_000_000 + i64::from(uid),
+                file: format!(
+                    "{uid}.M{uid}P1.h\u{e9}st{},S=5:2,S",
+                    "x".repeat(uid as usize % 50)
+                ),
+                cache: if uid % 7 == 0 {
+                    vec![(1, vec![uid as u8; 300])]
+                } else {
+                    vec![]
+                },
+            })
+            .collect();
+        let i = Index {
+            uidvalidity: 3,
+            next_uid: 10_001,
+            highest_modseq: 5000,
+            stamps: None,
+            records,
+        };
+        let b = i.to_bytes();
+        assert!(b.len() > 4 * SUM_CHUNK);
+        assert_eq!(Index::parse(&b).as_ref(), Some(&i));
+        let d = tempfile::tempdir().unwrap();
+        i.save(d.path()).unwrap();
+        let r = IndexReader::open(d.path()).unwrap();
+        let mut n = 0;
+        assert!(r.read_records(|rec| {
+            assert_eq!(rec.file, i.records[n].file);
+            assert_eq!(rec.vsize, i.records[n].vsize);
+            n += 1;
+        }));
+        assert_eq!(n, 5000);
+        // A flipped byte anywhere in the tables, far from the start, is found.
+        let (blobs_len, count) = (le64(&b[40..48]) as usize, le32(&b[20..24]) as usize);
+        let recs_at = HEADER_LEN + blobs_len;
+        let names_at = recs_at + count * RECORD_LEN;
+        for at in [
+            recs_at + 3 * SUM_CHUNK + 5,
+            names_at + SUM_CHUNK + 1,
+            b.len() - 2,
+        ] {
+            let mut c = b.clone();
+            c[at] ^= 0x20;
+            assert_eq!(Index::parse(&c), None, "{at}");
+            fs::write(d.path().join("petrel-index"), &c).unwrap();
+            let r = IndexReader::open(d.path()).unwrap();
+            assert!(!r.read_records(|_| {}), "{at}");
+        }
     }
 
     #[test]

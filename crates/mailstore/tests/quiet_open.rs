@@ -209,8 +209,15 @@ fn a_quiet_folder_opens_from_the_index_and_every_change_is_noticed() {
     assert!(open.get(3).unwrap().modseq > before);
     drop((f, open));
 
-    // A change within the settle time is never trusted: the stamps of a directory that
-    // changed less than a second ago are not recorded, so the next open looks again.
+    // Stamps that have not settled are never recorded (another change could follow within
+    // the same mtime tick, unseen): cur/ dated in the future here, so that it cannot settle
+    // however slowly this runs. The index written then vouches for nothing, and the next
+    // open looks at the directory again.
+    settle_and_record(&store, &root);
+    fs::File::open(root.join("cur"))
+        .unwrap()
+        .set_modified(SystemTime::now() + Duration::from_secs(3600))
+        .unwrap();
     let mut f = store.folder("INBOX").unwrap();
     f.set_flags(2, &flags(&["\\Deleted"])).unwrap();
     drop(f);
@@ -302,6 +309,15 @@ fn a_torn_or_garbled_index_is_never_trusted_and_is_rebuilt() {
         b[at] ^= 0x04;
         cases.push((format!("byte {at} flipped"), b));
     }
+    // An index of an older format is not read but rebuilt.
+    let mut v2 = good.clone();
+    v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+    cases.push(("version 2".into(), v2));
+    let v1 = format!(
+        "PETREL-INDEX 1 {} 9 1 0000000000000000\n1\t1\t1\t-\t1\tx:2,\t\n",
+        Index::load(&root).unwrap().uidvalidity
+    );
+    cases.push(("version 1".into(), v1.into_bytes()));
     for (what, bytes) in cases {
         fs::write(&idx, &bytes).unwrap();
         let f = store.folder("INBOX").unwrap();

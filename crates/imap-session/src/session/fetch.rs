@@ -1,5 +1,6 @@
 //! FETCH and STORE (and their UID forms).
 
+use std::borrow::Cow;
 use std::io::{self, Write as _};
 
 use petrel_imap_mime as mime;
@@ -65,8 +66,23 @@ fn literal(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
-/// Reads a message (CRLF form). A file renamed by another process is found again after a
-/// re-sync (its updates go to `extra`); `None` when it is gone.
+/// A literal of the CRLF form of `data` (a message as stored, LF or CRLF), converted
+/// straight into `out`.
+fn crlf_literal(out: &mut Vec<u8>, data: &[u8]) {
+    let _ = write!(out, "{{{}}}\r\n", mime::crlf_len(data));
+    mime::to_crlf_into(data, out);
+}
+
+/// The CRLF form of a message as stored, without a copy when it is CRLF already.
+fn into_crlf(raw: Vec<u8>) -> Vec<u8> {
+    match mime::to_crlf(&raw) {
+        Cow::Owned(v) => v,
+        Cow::Borrowed(_) => raw,
+    }
+}
+
+/// Reads a message as stored (LF or CRLF). A file renamed by another process is found
+/// again after a re-sync (its updates go to `extra`); `None` when it is gone.
 fn load(
     sel: &mut Selected,
     folder: &mut Folder,
@@ -79,7 +95,7 @@ fn load(
             return Ok(None);
         };
         match std::fs::read(&path) {
-            Ok(raw) => return Ok(Some(mime::to_crlf(&raw).into_owned())),
+            Ok(raw) => return Ok(Some(raw)),
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
                 resync(sel, folder, condstore, false, true, extra)?;
             }
@@ -186,27 +202,64 @@ impl Session {
                 }
             }
             let recent = sel.recent.contains(uid);
+            // The message as stored; converted to the CRLF form (in place, once) only for
+            // the items that parse it or take offsets in it.
             let mut data: Option<Vec<u8>> = None;
-            let mut resp: Vec<u8> = Vec::with_capacity(128);
+            let mut converted = false;
+            // The response goes straight into `out`, cut back to `start` if the message is
+            // gone or an error ends the command (no half response before the tagged NO).
+            let start = out.len();
             let mut missing = false;
-            let _ = write!(resp, "* {seq} FETCH (");
+            let _ = write!(out, "* {seq} FETCH (");
             let mut first = true;
-            let mut sep = |resp: &mut Vec<u8>| {
+            let mut sep = |out: &mut Vec<u8>| {
                 if !first {
-                    resp.push(b' ');
+                    out.push(b' ');
                 }
                 first = false;
             };
             if uid_first {
-                sep(&mut resp);
-                let _ = write!(resp, "UID {uid}");
+                sep(out);
+                let _ = write!(out, "UID {uid}");
             }
             for item in items {
-                // Loads the message once, when an item needs it.
+                // An I/O error: this message's part of the response is dropped.
+                macro_rules! try_io {
+                    ($e:expr) => {
+                        match $e {
+                            Ok(v) => v,
+                            Err(e) => {
+                                out.truncate(start);
+                                return Err(e);
+                            }
+                        }
+                    };
+                }
+                // Loads the message once, when an item needs it: as stored (LF or CRLF; for
+                // what only needs the CRLF form's bytes or length)...
                 macro_rules! msg {
                     () => {{
                         if data.is_none() {
-                            data = load(sel, &mut folder, uid, condstore, &mut extra)?;
+                            data = try_io!(load(sel, &mut folder, uid, condstore, &mut extra));
+                        }
+                        match data.as_deref() {
+                            Some(d) => d,
+                            None => {
+                                missing = true;
+                                break;
+                            }
+                        }
+                    }};
+                }
+                // ... or in the CRLF form (for what parses it or takes offsets in it).
+                macro_rules! crlf {
+                    () => {{
+                        if data.is_none() {
+                            data = try_io!(load(sel, &mut folder, uid, condstore, &mut extra));
+                        }
+                        if !converted {
+                            data = data.take().map(into_crlf);
+                            converted = true;
                         }
                         match data.as_deref() {
                             Some(d) => d,
@@ -219,19 +272,19 @@ impl Session {
                 }
                 match item {
                     FetchItem::Uid => {
-                        sep(&mut resp);
-                        let _ = write!(resp, "UID {uid}");
+                        sep(out);
+                        let _ = write!(out, "UID {uid}");
                     }
                     FetchItem::Flags => {
-                        sep(&mut resp);
-                        let _ = write!(resp, "FLAGS {}", flag_list(&info.flags, recent));
+                        sep(out);
+                        let _ = write!(out, "FLAGS {}", flag_list(&info.flags, recent));
                     }
                     FetchItem::InternalDate => {
                         // In the server's time zone, as Dovecot shows it.
                         let t = info.internaldate;
-                        sep(&mut resp);
+                        sep(out);
                         let _ = write!(
-                            resp,
+                            out,
                             "INTERNALDATE \"{}\"",
                             format_internal_date(t, local_offset_minutes(t))
                         );
@@ -239,15 +292,17 @@ impl Session {
                     FetchItem::Rfc822Size => {
                         let size = match folder.rfc822_size(uid) {
                             Ok(s) => s,
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => msg!().len() as u64,
-                            Err(e) => return Err(e),
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                mime::crlf_len(msg!()) as u64
+                            }
+                            Err(e) => try_io!(Err(e)),
                         };
-                        sep(&mut resp);
-                        let _ = write!(resp, "RFC822.SIZE {size}");
+                        sep(out);
+                        let _ = write!(out, "RFC822.SIZE {size}");
                     }
                     FetchItem::ModSeq => {
-                        sep(&mut resp);
-                        let _ = write!(resp, "MODSEQ ({})", info.modseq);
+                        sep(out);
+                        let _ = write!(out, "MODSEQ ({})", info.modseq);
                     }
                     FetchItem::Envelope | FetchItem::BodyStructure => {
                         let (kind, label) = if *item == FetchItem::Envelope {
@@ -258,82 +313,84 @@ impl Session {
                         let blob = match folder.cache(uid, kind) {
                             Some(b) => b.to_vec(),
                             None => {
-                                let d = msg!();
+                                let d = crlf!();
                                 let b = if kind == CACHE_ENVELOPE {
                                     mime::envelope(d)
                                 } else {
                                     mime::body_structure(d, true)
                                 };
-                                folder.set_cache(uid, kind, &b)?;
+                                try_io!(folder.set_cache(uid, kind, &b));
                                 b
                             }
                         };
-                        sep(&mut resp);
-                        resp.extend_from_slice(label.as_bytes());
-                        resp.extend_from_slice(&blob);
+                        sep(out);
+                        out.extend_from_slice(label.as_bytes());
+                        out.extend_from_slice(&blob);
                     }
                     FetchItem::Body => {
-                        let b = mime::body_structure(msg!(), false);
-                        sep(&mut resp);
-                        resp.extend_from_slice(b"BODY ");
-                        resp.extend_from_slice(&b);
+                        let b = mime::body_structure(crlf!(), false);
+                        sep(out);
+                        out.extend_from_slice(b"BODY ");
+                        out.extend_from_slice(&b);
                     }
                     FetchItem::Rfc822 => {
                         let d = msg!();
-                        sep(&mut resp);
-                        resp.extend_from_slice(b"RFC822 ");
-                        literal(&mut resp, d);
+                        sep(out);
+                        out.extend_from_slice(b"RFC822 ");
+                        crlf_literal(out, d);
                     }
                     FetchItem::Rfc822Header => {
-                        let h = mime::section(msg!(), &[], Some(&mime::SectionText::Header));
-                        sep(&mut resp);
-                        resp.extend_from_slice(b"RFC822.HEADER ");
-                        literal(&mut resp, &h);
+                        let h = mime::section_ref(crlf!(), &[], Some(&mime::SectionText::Header));
+                        sep(out);
+                        out.extend_from_slice(b"RFC822.HEADER ");
+                        literal(out, &h);
                     }
                     FetchItem::Rfc822Text => {
-                        let t = mime::section(msg!(), &[], Some(&mime::SectionText::Text));
-                        sep(&mut resp);
-                        resp.extend_from_slice(b"RFC822.TEXT ");
-                        literal(&mut resp, &t);
+                        let t = mime::section_ref(crlf!(), &[], Some(&mime::SectionText::Text));
+                        sep(out);
+                        out.extend_from_slice(b"RFC822.TEXT ");
+                        literal(out, &t);
                     }
                     FetchItem::BodySection {
                         section,
                         partial: p,
                         ..
                     } => {
-                        let d = msg!();
-                        let content = if section.part.is_empty() && section.text.is_none() {
-                            partial(d, *p).to_vec()
-                        } else {
-                            let c = mime::section(d, &section.part, section.text.as_ref());
-                            partial(&c, *p).to_vec()
-                        };
-                        sep(&mut resp);
-                        resp.extend_from_slice(b"BODY[");
-                        resp.extend_from_slice(&section_spec(section));
-                        resp.push(b']');
+                        sep(out);
+                        out.extend_from_slice(b"BODY[");
+                        out.extend_from_slice(&section_spec(section));
+                        out.push(b']');
                         if let Some((off, _)) = p {
-                            let _ = write!(resp, "<{off}>");
+                            let _ = write!(out, "<{off}>");
                         }
-                        resp.push(b' ');
-                        literal(&mut resp, &content);
+                        out.push(b' ');
+                        // BODY[] in full: the stored bytes converted straight into the
+                        // response; anything else is cut from the CRLF form.
+                        if section.part.is_empty() && section.text.is_none() && p.is_none() {
+                            let d = msg!();
+                            crlf_literal(out, d);
+                        } else {
+                            let d = crlf!();
+                            let c = mime::section_ref(d, &section.part, section.text.as_ref());
+                            literal(out, partial(&c, *p));
+                        }
                     }
                 }
             }
             if missing {
+                out.truncate(start);
                 gone = true;
                 continue;
             }
             if seen_now && !want_flags {
-                sep(&mut resp);
-                let _ = write!(resp, "FLAGS {}", flag_list(&info.flags, recent));
+                sep(out);
+                let _ = write!(out, "FLAGS {}", flag_list(&info.flags, recent));
             }
             if !want_modseq && (changed_since.is_some() || (seen_now && condstore)) {
-                sep(&mut resp);
-                let _ = write!(resp, "MODSEQ ({})", info.modseq);
+                sep(out);
+                let _ = write!(out, "MODSEQ ({})", info.modseq);
             }
-            resp.extend_from_slice(b")\r\n");
-            out.extend_from_slice(&resp);
+            out.extend_from_slice(b")\r\n");
         }
         out.extend_from_slice(&extra);
         Ok(if gone {
