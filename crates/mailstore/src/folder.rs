@@ -724,6 +724,9 @@ impl Folder {
                 self.listed.clear();
                 self.listed_loaded = true;
                 self.list_stamp = None;
+                // Written at once, under the lock we hold: the next reader (this folder's
+                // own resync included) must find this UIDVALIDITY, not make another one.
+                self.save_list_locked()?;
                 Ok(changed)
             }
         }

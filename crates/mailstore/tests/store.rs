@@ -441,3 +441,32 @@ fn a_quiet_folder_is_not_rescanned_but_every_change_is_seen() {
     other.set_flags(uid, &flags(&["\\Seen"])).unwrap();
     assert_eq!(f.sync().unwrap().flags.len(), 1);
 }
+
+/// Someone deletes dovecot-uidlist under an open folder: the next sync makes one new
+/// UIDVALIDITY (reported), writes it, and the folder goes on — it used to make a new one
+/// on every nested resync until the stack overflowed.
+#[test]
+fn a_deleted_uid_list_gives_one_new_uidvalidity_and_no_crash() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("Maildir");
+    deliver(&root, 3, 1);
+    let store = Store::open(&root).unwrap();
+    let mut f = store.folder("INBOX").unwrap();
+    let old = f.uidvalidity();
+    fs::remove_file(root.join("dovecot-uidlist")).unwrap();
+    deliver(&root, 1, 4);
+    let ch = f.sync().unwrap();
+    assert!(ch.uidvalidity_changed);
+    let v = f.uidvalidity();
+    assert_ne!(v, 0);
+    assert_ne!(v, old);
+    assert_eq!(f.len(), 4, "every file is still a message");
+    let text = fs::read_to_string(root.join("dovecot-uidlist")).unwrap();
+    assert!(text.starts_with(&format!("3 V{v} ")), "{text}");
+    let ch = f.sync().unwrap();
+    assert!(!ch.uidvalidity_changed, "{ch:?}");
+    assert_eq!(f.uidvalidity(), v);
+    let again = Store::open(&root).unwrap().folder("INBOX").unwrap();
+    assert_eq!(again.uidvalidity(), v);
+    assert_eq!(again.len(), 4);
+}
