@@ -315,12 +315,30 @@ impl Worker {
                     let was_idling = c.idling;
                     match parse_command(&bytes) {
                         Ok(cmd) => {
-                            let o = c.session.handle(cmd);
-                            c.idling = o.idling;
-                            if o.logout {
-                                c.closing = true;
+                            // A bug in one session must not end the others this worker
+                            // serves: it ends only its own connection.
+                            let session = &mut c.session;
+                            let run = std::panic::AssertUnwindSafe(|| session.handle(cmd));
+                            match std::panic::catch_unwind(run) {
+                                Ok(o) => {
+                                    c.idling = o.idling;
+                                    if o.logout {
+                                        c.closing = true;
+                                    }
+                                    c.out.send(&o.out);
+                                }
+                                Err(_) => {
+                                    log::error!(
+                                        "internal error in the session of {} from {}; \
+                                         disconnecting it",
+                                        c.session.user(),
+                                        c.ip
+                                    );
+                                    c.out.send(b"* BYE [SERVERBUG] Internal error\r\n");
+                                    c.idling = false;
+                                    c.closing = true;
+                                }
                             }
-                            c.out.send(&o.out);
                         }
                         Err(e) => {
                             let tag = e.tag.clone().unwrap_or_else(|| "*".into());
