@@ -33,6 +33,12 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 const IDLE_KEEPALIVE: Duration = Duration::from_secs(120);
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// A FETCH answer is made in pieces of about this size, the next one when the output
+/// waiting for the client fell below [`STREAM_LOW`]: making and sending overlap, and a
+/// connection never holds a whole 50 MB answer.
+const STREAM_CHUNK: usize = 128 * 1024;
+/// See [`STREAM_CHUNK`].
+const STREAM_LOW: usize = 128 * 1024;
 
 struct Conn {
     stream: FdStream,
@@ -50,8 +56,42 @@ struct Conn {
 }
 
 impl Conn {
+    /// Commands (or the next piece of a FETCH answer) may be taken now.
     fn can_process(&self) -> bool {
-        !self.closing && self.out.pending() <= PAUSE_OUT
+        let limit = if self.session.pending() {
+            STREAM_LOW - 1
+        } else {
+            PAUSE_OUT
+        };
+        !self.closing && self.out.pending() <= limit
+    }
+
+    /// Runs a session call, containing a panic (a bug) to this connection. Applies the
+    /// outcome: output, IDLE, logout.
+    fn run(&mut self, call: impl FnOnce(&mut Session) -> petrel_imap_session::session::Outcome) {
+        let session = &mut self.session;
+        let run = std::panic::AssertUnwindSafe(|| call(session));
+        match std::panic::catch_unwind(run) {
+            Ok(o) => {
+                if !o.more {
+                    self.idling = o.idling;
+                    if o.logout {
+                        self.closing = true;
+                    }
+                }
+                self.out.send(&o.out);
+            }
+            Err(_) => {
+                log::error!(
+                    "internal error in the session of {} from {}; disconnecting it",
+                    self.session.user(),
+                    self.ip
+                );
+                self.out.send(b"* BYE [SERVERBUG] Internal error\r\n");
+                self.idling = false;
+                self.closing = true;
+            }
+        }
     }
 }
 
@@ -194,7 +234,10 @@ impl Worker {
             }
         };
         let session = match open_session(&self.s.home_mailbox, &user, &home, &self.folders) {
-            Ok(s) => s,
+            Ok(mut s) => {
+                s.set_streaming(STREAM_CHUNK);
+                s
+            }
             Err(e) => {
                 log::error!("cannot open the mailbox of {user}: {e}");
                 use std::io::Write;
@@ -297,6 +340,11 @@ impl Worker {
             if !c.can_process() {
                 return false;
             }
+            if c.session.pending() {
+                // The rest of a FETCH answer, a piece at a time as the client takes it.
+                c.run(Session::resume);
+                continue;
+            }
             let Some(ev) = c.reader.next() else {
                 return true;
             };
@@ -314,32 +362,9 @@ impl Worker {
                 ReadEvent::Command(bytes) => {
                     let was_idling = c.idling;
                     match parse_command(&bytes) {
-                        Ok(cmd) => {
-                            // A bug in one session must not end the others this worker
-                            // serves: it ends only its own connection.
-                            let session = &mut c.session;
-                            let run = std::panic::AssertUnwindSafe(|| session.handle(cmd));
-                            match std::panic::catch_unwind(run) {
-                                Ok(o) => {
-                                    c.idling = o.idling;
-                                    if o.logout {
-                                        c.closing = true;
-                                    }
-                                    c.out.send(&o.out);
-                                }
-                                Err(_) => {
-                                    log::error!(
-                                        "internal error in the session of {} from {}; \
-                                         disconnecting it",
-                                        c.session.user(),
-                                        c.ip
-                                    );
-                                    c.out.send(b"* BYE [SERVERBUG] Internal error\r\n");
-                                    c.idling = false;
-                                    c.closing = true;
-                                }
-                            }
-                        }
+                        // A bug in one session must not end the others this worker
+                        // serves: it ends only its own connection.
+                        Ok(cmd) => c.run(|s| s.handle(cmd)),
                         Err(e) => {
                             let tag = e.tag.clone().unwrap_or_else(|| "*".into());
                             let word = if e.is_badcharset() { "NO" } else { "BAD" };

@@ -35,6 +35,16 @@
 //! Every command but FETCH, STORE and SEARCH ends with the full updates (EXPUNGE, EXISTS,
 //! RECENT, FETCH FLAGS) when a mailbox is selected; those three get updates without
 //! EXPUNGE. [`Session::updates`] gives the full updates on demand (during IDLE).
+//!
+//! # Streamed FETCH answers
+//!
+//! By default a command's whole answer is built before [`Session::handle`] returns. With
+//! [`Session::set_streaming`], a FETCH answer comes in pieces of about a given size: the
+//! session keeps the command's state (its tag, the `(seq, uid)` pairs it names, the items,
+//! how far it got) and [`Session::resume`] gives the next piece, so that the program can
+//! send one piece while the next is made, and a connection never holds more than about
+//! one piece. The view does not change between pieces; a message expunged by another
+//! session meanwhile is skipped like any ghost, and its EXPUNGE waits for a later command.
 
 mod fetch;
 mod list;
@@ -69,6 +79,10 @@ pub struct Outcome {
     /// IDLE started: call [`Session::updates`] when the mailbox may have changed, until the
     /// client's `DONE` (handed to [`Session::handle`] as [`CommandKind::Done`]).
     pub idling: bool,
+    /// A streamed FETCH answer ([`Session::set_streaming`]) is not complete: `out` is one
+    /// piece of it; send it and call [`Session::resume`] for the next one (before the
+    /// client's next command is handled).
+    pub more: bool,
 }
 
 /// How a command ends (the tagged response).
@@ -82,6 +96,8 @@ enum Reply {
     Bad(String),
     /// No tagged response (IDLE has started).
     Nothing,
+    /// No tagged response yet: the FETCH answer continues in [`Session::resume`].
+    More,
 }
 
 fn ok(s: &str) -> Reply {
@@ -203,6 +219,10 @@ pub struct Session {
     idle_tag: Option<String>,
     /// The selected mailbox's UIDVALIDITY changed: the connection must end.
     dead: bool,
+    /// FETCH answers come in pieces of about this many bytes ([`Session::set_streaming`]).
+    chunk: Option<usize>,
+    /// The FETCH whose answer is being streamed: the rest comes from [`Session::resume`].
+    fetching: Option<fetch::FetchJob>,
 }
 
 /// The store's name for a mailbox name from a command (decoded UTF-8): modified UTF-7,
@@ -533,6 +553,8 @@ impl Session {
             condstore: false,
             idle_tag: None,
             dead: false,
+            chunk: None,
+            fetching: None,
         })
     }
 
@@ -563,6 +585,10 @@ impl Session {
             + self.store.root().as_os_str().len()
             + self.idle_tag.as_ref().map_or(0, String::capacity)
             + self.selected.as_ref().map_or(0, Selected::heap_bytes)
+            + self
+                .fetching
+                .as_ref()
+                .map_or(0, fetch::FetchJob::heap_bytes)
     }
 
     /// Leaves the selected mailbox (if any); the folder stays with the worker for a while.
@@ -598,9 +624,13 @@ impl Session {
     /// mailbox is selected. For IDLE and between commands; [`Session::handle`] already
     /// adds these to every command's answer. When the mailbox's UIDVALIDITY changed, the
     /// result is a `* BYE` and the next [`Session::handle`] ends the session.
+    ///
+    /// While a streamed FETCH is not complete ([`Outcome::more`]) the result is empty: the
+    /// client's view does not change between the pieces of an answer, and the updates come
+    /// with its last piece.
     pub fn updates(&mut self) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        if self.dead {
+        if self.dead || self.fetching.is_some() {
             return Ok(out);
         }
         if self.own_turns {
@@ -610,9 +640,88 @@ impl Session {
         Ok(out)
     }
 
+    /// From now on, FETCH and UID FETCH answers come in pieces of about `chunk` bytes:
+    /// [`Session::handle`] returns after the first piece with [`Outcome::more`] set, and
+    /// the program calls [`Session::resume`] (instead of [`Session::handle`]) for each next
+    /// piece until `more` is `false`. The tagged completion, and the untagged updates that
+    /// follow a FETCH, come with the last piece. Concatenated, the pieces are exactly the
+    /// answer [`Session::handle`] gives without streaming, as long as nobody else changes
+    /// the folder meanwhile.
+    ///
+    /// A piece ends after the first message response that takes it to `chunk` bytes or
+    /// more, so it is at most `chunk - 1` bytes plus one message's response (plus, for the
+    /// last piece, the updates and the tagged completion; for the first, what the command
+    /// answers before its FETCH responses, such as the end of an IDLE). Every piece makes
+    /// progress: it covers at least one of the messages asked for (`chunk` 0 means one per
+    /// piece). Other commands are not affected.
+    ///
+    /// Between pieces other sessions sharing the folder may change it. The session's view
+    /// (sequence numbers, UIDs, `\Recent`) does not change; a message expunged meanwhile
+    /// is left out of the answer, as a message expunged before the command is (the tagged
+    /// OK then says so), and its EXPUNGE comes with a later command (RFC 3501 §7.4.1). Flag
+    /// changes by others show in the pieces fetched after them (and again as updates at the
+    /// end). When the folder's UIDVALIDITY changed meanwhile, the rest of the messages are
+    /// left out and the last piece ends with `* BYE` and [`Outcome::logout`].
+    pub fn set_streaming(&mut self, chunk: usize) {
+        self.chunk = Some(chunk);
+    }
+
+    /// The next piece of a streamed FETCH answer (see [`Session::set_streaming`]):
+    /// [`Outcome::more`] says whether another follows; the last one carries the tagged
+    /// completion. With no FETCH answer in progress, an empty [`Outcome`].
+    pub fn resume(&mut self) -> Outcome {
+        self.piece(self.chunk)
+    }
+
+    /// Whether a streamed FETCH answer is not complete yet ([`Session::resume`] gives the
+    /// rest).
+    pub fn pending(&self) -> bool {
+        self.fetching.is_some()
+    }
+
+    /// The next piece of the FETCH in progress, of about `limit` bytes (all of the rest
+    /// for `None`).
+    fn piece(&mut self, limit: Option<usize>) -> Outcome {
+        let mut r = Outcome::default();
+        let Some(mut job) = self.fetching.take() else {
+            return r;
+        };
+        let reply = match self.fetch_more(&mut job, limit, &mut r.out) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => {
+                self.fetching = Some(job);
+                r.more = true;
+                return r;
+            }
+            Err(e) => io_error(&e),
+        };
+        self.complete(job.tag(), reply, true, false, &mut r);
+        r
+    }
+
     /// One command (already parsed): untagged responses, then the tagged completion, as
-    /// bytes.
+    /// bytes. With streaming ([`Session::set_streaming`]), a FETCH answer may come only in
+    /// part ([`Outcome::more`]).
+    ///
+    /// Called while a streamed FETCH answer is not complete (a bug of the program: it must
+    /// call [`Session::resume`] until [`Outcome::more`] is `false`), the rest of that answer
+    /// is produced first, in full, and the command's answer follows it in the same
+    /// [`Outcome`]: the client still gets every response it is owed, in order.
     pub fn handle(&mut self, cmd: Command) -> Outcome {
+        if self.fetching.is_none() {
+            return self.command(cmd);
+        }
+        let mut r = self.piece(None);
+        let next = self.command(cmd);
+        r.out.extend_from_slice(&next.out);
+        r.logout |= next.logout;
+        r.idling = next.idling;
+        r.more = next.more;
+        r
+    }
+
+    /// [`Session::handle`] with no FETCH answer in progress.
+    fn command(&mut self, cmd: Command) -> Outcome {
         let mut r = Outcome::default();
         if self.dead {
             r.out
@@ -651,9 +760,21 @@ impl Session {
                 | CommandKind::Idle
         );
         let reply = match self.dispatch(&tag, kind, &mut r) {
+            Ok(Reply::More) => {
+                r.more = true;
+                return r;
+            }
             Ok(reply) => reply,
             Err(e) => io_error(&e),
         };
+        self.complete(&tag, reply, quiet, plain, &mut r);
+        r
+    }
+
+    /// The end of a command's answer: the untagged updates (without EXPUNGE when `quiet`;
+    /// none when `plain`), the tagged completion, and the end of the session when the
+    /// mailbox became unusable.
+    fn complete(&mut self, tag: &str, reply: Reply, quiet: bool, plain: bool, r: &mut Outcome) {
         if matches!(reply, Reply::Ok(_)) && !plain && !r.logout {
             let _ = self.resync_selected(!quiet, false, &mut r.out);
         }
@@ -667,13 +788,12 @@ impl Session {
             Reply::Bad(t) => {
                 let _ = write!(r.out, "{tag} BAD {t}\r\n");
             }
-            Reply::Nothing => {}
+            Reply::Nothing | Reply::More => {}
         }
         if self.dead {
             r.logout = true;
             r.idling = false;
         }
-        r
     }
 
     fn dispatch(&mut self, tag: &str, kind: CommandKind, r: &mut Outcome) -> io::Result<Reply> {
@@ -859,7 +979,7 @@ impl Session {
                 set,
                 items,
                 changed_since,
-            } => self.fetch(uid, &set, &items, changed_since, out)?,
+            } => self.fetch(tag, uid, &set, items, changed_since, out)?,
             K::Store {
                 uid,
                 set,

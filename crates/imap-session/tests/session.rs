@@ -1393,3 +1393,309 @@ fn list_recursivematch_gives_childinfo() {
         "{plain}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Streamed FETCH answers (Session::set_streaming / resume).
+
+/// `n` messages of 250 to 2,200 bytes (LF ends, as Maildir files have).
+fn many(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut m = format!(
+                "From: a{i}@example.org\nTo: bob@example.com\nSubject: message {i}\nMessage-ID: <{i}@example.org>\n\n"
+            )
+            .into_bytes();
+            for l in 0..5 + (i * 7) % 40 {
+                m.extend_from_slice(
+                    format!("line {l} of message {i}, some text to make it longer\n").as_bytes(),
+                );
+            }
+            m
+        })
+        .collect()
+}
+
+fn put_many(store: &Store, n: usize) {
+    let msgs = many(n);
+    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    put(store, "INBOX", &refs);
+}
+
+/// A command's answer as the program gets it: `handle`, then `resume` while `more`.
+fn pieces(s: &mut Session, line: &str) -> Vec<String> {
+    let cmd = parse_command(line.as_bytes()).unwrap();
+    let mut o = s.handle(cmd);
+    let mut v = Vec::new();
+    loop {
+        v.push(String::from_utf8(std::mem::take(&mut o.out)).unwrap());
+        if !o.more {
+            break;
+        }
+        assert!(s.pending());
+        assert!(v.len() < 10_000, "no end");
+        o = s.resume();
+    }
+    assert!(!s.pending());
+    v
+}
+
+/// The longest untagged response of an answer (one message's FETCH response).
+fn longest_response(answer: &str) -> usize {
+    answer.split("\r\n* ").map(str::len).max().unwrap_or(0) + 4
+}
+
+/// Runs `line` on `streamed` (streaming with `chunk`) and on `whole` (no streaming, an
+/// identical mailbox): the pieces make up the whole answer byte for byte, each at most
+/// `chunk` plus one message's response, the tagged completion in the last only. Returns
+/// the number of pieces.
+fn same_answer(streamed: &mut Session, whole: &mut Session, line: &str, chunk: usize) -> usize {
+    let cmd = parse_command(line.as_bytes()).unwrap();
+    let o = whole.handle(cmd);
+    assert!(!o.more, "no pieces without streaming");
+    let expect = String::from_utf8(o.out).unwrap();
+    let got = pieces(streamed, line);
+    assert_eq!(got.concat(), expect, "{line}");
+    let tag = line.split(' ').next().unwrap();
+    let longest = longest_response(&expect);
+    let (last, rest) = got.split_last().unwrap();
+    for p in rest {
+        assert!(
+            p.len() <= chunk + longest,
+            "{} > {chunk} + {longest}",
+            p.len()
+        );
+        assert!(
+            p.ends_with(")\r\n"),
+            "a piece ends with a whole response: {p}"
+        );
+        assert!(!p.contains(&format!("\r\n{tag} ")) && !p.starts_with(&format!("{tag} ")));
+    }
+    assert!(last.ends_with("\r\n"));
+    assert!(tagged(last).starts_with(&format!("{tag} OK ")), "{last}");
+    got.len()
+}
+
+#[test]
+fn streamed_fetch_is_the_whole_answer_in_pieces() {
+    let (_d1, st1) = setup();
+    let (_d2, st2) = setup();
+    put_many(&st1, 50);
+    put_many(&st2, 50);
+    let mut a = session(&st1);
+    let mut b = session(&st2);
+    a.set_streaming(4096);
+    assert!(run(&mut a, "s SELECT INBOX").contains("* 50 EXISTS\r\n"));
+    assert!(run(&mut b, "s SELECT INBOX").contains("* 50 EXISTS\r\n"));
+    let n = same_answer(&mut a, &mut b, "f1 FETCH 1:* BODY.PEEK[]", 4096);
+    assert!(n >= 8, "{n} pieces");
+    let n = same_answer(
+        &mut a,
+        &mut b,
+        "f2 FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE BODY.PEEK[HEADER] BODYSTRUCTURE)",
+        4096,
+    );
+    assert!(n >= 3, "{n} pieces");
+    // A small answer: one piece, as without streaming.
+    assert_eq!(same_answer(&mut a, &mut b, "f3 FETCH 2:3 (UID)", 4096), 1);
+    // Other commands are not streamed.
+    assert_eq!(
+        same_answer(&mut a, &mut b, "f4 SEARCH ALL", 4096),
+        1,
+        "SEARCH in one piece"
+    );
+    // BODY[] sets \Seen as it goes (FLAGS added), CONDSTORE adds MODSEQ.
+    run(&mut a, "e ENABLE CONDSTORE");
+    run(&mut b, "e ENABLE CONDSTORE");
+    let n = same_answer(&mut a, &mut b, "f5 FETCH 5:40 BODY[]", 4096);
+    assert!(n >= 5, "{n} pieces");
+    let out = run(&mut a, "f6 FETCH 5 (FLAGS)");
+    assert!(out.contains("FLAGS (\\Seen)"), "{out}");
+    // UID FETCH with CHANGEDSINCE: only the messages changed since, UID and MODSEQ added.
+    let since = modseq_of(&run(&mut a, "f7 FETCH 40 (MODSEQ)"));
+    assert_eq!(since, modseq_of(&run(&mut b, "f7 FETCH 40 (MODSEQ)")));
+    for s in [&mut a, &mut b] {
+        run(s, "f8 STORE 10:20,45 +FLAGS.SILENT (\\Flagged)");
+    }
+    let line = format!("f9 UID FETCH 1:* (FLAGS BODY.PEEK[TEXT]) (CHANGEDSINCE {since})");
+    let n = same_answer(&mut a, &mut b, &line, 4096);
+    assert!(n >= 2, "{n} pieces");
+    let all = pieces(&mut a, &line).concat();
+    assert_eq!(all.matches(" FETCH (UID ").count(), 12, "{all}");
+    assert!(all.contains("* 45 FETCH (UID 45 FLAGS (\\Flagged) BODY[TEXT] {"));
+    assert!(all.contains("\r\n MODSEQ ("), "{all}");
+    // chunk 0: one message per piece (every piece makes progress).
+    a.set_streaming(0);
+    assert_eq!(same_answer(&mut a, &mut b, "g1 FETCH 1:* (UID)", 0), 50);
+    assert_eq!(same_answer(&mut a, &mut b, "g2 UID FETCH 1:* (UID)", 0), 50);
+}
+
+#[test]
+fn streamed_fetch_skips_what_another_session_expunged_between_pieces() {
+    let (_d, store) = setup();
+    put_many(&store, 50);
+    let folders = SharedFolders::new();
+    let mut a = shared(&store, &folders);
+    let mut b = shared(&store, &folders);
+    a.set_streaming(4096);
+    run(&mut a, "a SELECT INBOX");
+    run(&mut b, "b SELECT INBOX");
+    let o = a.handle(parse_command(b"a1 FETCH 1:* (UID BODY.PEEK[])").unwrap());
+    assert!(o.more);
+    let first = String::from_utf8(o.out).unwrap();
+    assert!(first.starts_with("* 1 FETCH (UID 1 BODY[] {"), "{first}");
+    assert!(!first.contains("* 30 FETCH"), "{first}");
+    // Meanwhile B expunges message 30 and flags UID 40.
+    run(&mut b, "b1 STORE 30 +FLAGS.SILENT (\\Deleted)");
+    assert_eq!(
+        run(&mut b, "b2 EXPUNGE"),
+        "* 30 EXPUNGE\r\nb2 OK Expunge completed.\r\n"
+    );
+    run(&mut b, "b3 UID STORE 40 +FLAGS.SILENT (\\Flagged)");
+    // ... and adds one: not part of A's 1:* (named when the command came).
+    let out = run_bytes(
+        &mut b,
+        b"b4 APPEND INBOX {20+}\r\nSubject: new\r\n\r\nhi\r\n",
+    );
+    assert!(out.contains("b4 OK [APPENDUID "), "{out}");
+    // No updates for A between pieces (its view stays as it was).
+    assert_eq!(ups(&mut a), "");
+    let mut rest = Vec::new();
+    loop {
+        let o = a.resume();
+        rest.push(String::from_utf8(o.out).unwrap());
+        if !o.more {
+            break;
+        }
+    }
+    assert!(rest.len() >= 5, "{} pieces", rest.len());
+    let (last, middle) = rest.split_last().unwrap();
+    for p in middle {
+        assert!(!p.contains("a1 OK"), "{p}");
+    }
+    let all = format!("{first}{}", rest.concat());
+    assert!(!all.contains("* 30 FETCH"), "skipped");
+    assert!(all.contains("* 29 FETCH (UID 29 BODY[] {"));
+    assert!(
+        all.contains("* 31 FETCH (UID 31 BODY[] {"),
+        "sequence numbers unchanged"
+    );
+    assert!(all.contains("* 50 FETCH (UID 50 BODY[] {"));
+    assert!(!all.contains("* 51 FETCH"));
+    assert!(!all.contains("EXPUNGE"), "no EXPUNGE during FETCH: {all}");
+    // The end: B's flag change (sequence numbers of A's view), then the tagged OK.
+    assert!(
+        last.ends_with(
+            ")\r\n* 40 FETCH (FLAGS (\\Flagged))\r\n* 51 EXISTS\r\n* 0 RECENT\r\na1 OK Fetch completed; some messages were expunged meanwhile.\r\n"
+        ),
+        "{last}"
+    );
+    // The EXPUNGE comes with the next command that may carry it.
+    assert_eq!(
+        run(&mut a, "a2 NOOP"),
+        "* 30 EXPUNGE\r\na2 OK NOOP completed.\r\n"
+    );
+    assert_eq!(
+        run(&mut a, "a3 FETCH 30 (UID)"),
+        "* 30 FETCH (UID 31)\r\na3 OK Fetch completed.\r\n"
+    );
+}
+
+#[test]
+fn streamed_fetch_sets_seen_between_pieces_and_reports_once() {
+    let (_d, store) = setup();
+    put_many(&store, 20);
+    let folders = SharedFolders::new();
+    let mut a = shared(&store, &folders);
+    let mut b = shared(&store, &folders);
+    a.set_streaming(2048);
+    run(&mut a, "a SELECT INBOX");
+    run(&mut b, "b SELECT INBOX");
+    let got = pieces(&mut a, "a1 FETCH 1:* BODY[]");
+    assert!(got.len() >= 3, "{} pieces", got.len());
+    let all = got.concat();
+    assert_eq!(all.matches(" FLAGS (\\Seen))\r\n").count(), 20, "{all}");
+    // A's own changes are not announced to A again; B hears of all of them.
+    assert_eq!(run(&mut a, "a2 NOOP"), "a2 OK NOOP completed.\r\n");
+    let out = run(&mut b, "b1 NOOP");
+    assert_eq!(
+        out.matches(" FETCH (FLAGS (\\Seen))\r\n").count(),
+        20,
+        "{out}"
+    );
+}
+
+#[test]
+fn a_command_while_a_fetch_is_streamed_finishes_the_fetch_first() {
+    let (_d, store) = setup();
+    put_many(&store, 30);
+    let mut a = session(&store);
+    let mut b = session(&store);
+    a.set_streaming(4096);
+    run(&mut a, "a SELECT INBOX");
+    run(&mut b, "a SELECT INBOX");
+    let whole = run(&mut b, "a1 FETCH 1:* BODY.PEEK[]");
+    let o = a.handle(parse_command(b"a1 FETCH 1:* BODY.PEEK[]").unwrap());
+    assert!(o.more && a.pending());
+    let first = String::from_utf8(o.out).unwrap();
+    // The program's bug: the next command before the rest of the answer.
+    let o = a.handle(parse_command(b"a2 NOOP").unwrap());
+    assert!(!o.more && !a.pending());
+    let rest = String::from_utf8(o.out).unwrap();
+    assert_eq!(
+        format!("{first}{rest}"),
+        format!("{whole}a2 OK NOOP completed.\r\n")
+    );
+    // Nothing in progress: resume gives nothing.
+    assert_eq!(a.resume(), Default::default());
+    // A streamed FETCH started by that command continues as usual.
+    let o = a.handle(parse_command(b"a3 FETCH 1:* BODY.PEEK[]").unwrap());
+    assert!(o.more);
+    let o = a.handle(parse_command(b"a4 FETCH 1:* BODY.PEEK[]").unwrap());
+    assert!(o.more, "a4 streamed after a3 was finished");
+    let out = String::from_utf8(o.out).unwrap();
+    assert!(
+        out.contains("a3 OK Fetch completed.\r\n* 1 FETCH (BODY[] {"),
+        "{out}"
+    );
+    while a.resume().more {}
+    assert!(!a.pending());
+}
+
+#[test]
+fn streamed_fetch_stops_when_the_uidvalidity_changed_between_pieces() {
+    let (_d, store) = setup();
+    put_many(&store, 30);
+    let folders = SharedFolders::new();
+    let mut a = shared(&store, &folders);
+    let mut b = shared(&store, &folders);
+    a.set_streaming(4096);
+    run(&mut a, "a SELECT INBOX");
+    run(&mut b, "b SELECT INBOX");
+    let o = a.handle(parse_command(b"a1 FETCH 1:* (UID BODY.PEEK[])").unwrap());
+    assert!(o.more);
+    // A new UIDVALIDITY in the UID list (and new mail, so that the folder looks at it);
+    // B's next command syncs the shared folder.
+    let list = store.root().join("dovecot-uidlist");
+    let text = fs::read_to_string(&list).unwrap();
+    let (head, rest) = text.split_once('\n').unwrap();
+    let head: Vec<String> = head
+        .split(' ')
+        .map(|f| match f.strip_prefix('V') {
+            Some(v) => format!("V{}", v.parse::<u32>().unwrap() + 1),
+            None => f.to_string(),
+        })
+        .collect();
+    fs::write(&list, format!("{}\n{rest}", head.join(" "))).unwrap();
+    fs::write(store.root().join("new/1000.M1P2Q3.host"), MSG2).unwrap();
+    folders.tick();
+    let out = run(&mut b, "b1 NOOP");
+    assert!(out.starts_with("* BYE [UNAVAILABLE]"), "{out}");
+    // A: the rest is left out (its UIDs may name other messages now), the session ends.
+    let o = a.resume();
+    assert!(!o.more && o.logout);
+    let out = String::from_utf8(o.out).unwrap();
+    assert_eq!(
+        out,
+        "* BYE [UNAVAILABLE] Mailbox UIDVALIDITY changed, reconnect\r\na1 OK Fetch completed; some messages were expunged meanwhile.\r\n"
+    );
+}

@@ -138,46 +138,81 @@ fn set_flags(
     Ok(false)
 }
 
-impl Session {
-    pub(super) fn fetch(
+/// A FETCH being answered: what it asks for and how far the answer got. A streamed answer
+/// ([`Session::set_streaming`]) keeps it in the session between its pieces.
+#[derive(Debug)]
+pub(super) struct FetchJob {
+    /// The command's tag (for the tagged completion of a streamed answer).
+    tag: String,
+    items: Vec<FetchItem>,
+    changed_since: Option<u64>,
+    /// The messages asked for, as `(seq, uid)` in the client's view when the command came.
+    targets: Vec<(u32, u32)>,
+    /// The first of `targets` not answered yet.
+    next: usize,
+    /// The items set `\Seen` (and the mailbox is not read-only).
+    sets_seen: bool,
+    /// UID FETCH without UID among the items: UID goes first.
+    uid_first: bool,
+    want_flags: bool,
+    want_modseq: bool,
+    /// Untagged updates from re-syncs on the way (a file renamed by another process),
+    /// sent after the FETCH responses.
+    extra: Vec<u8>,
+    /// Some messages were gone.
+    gone: bool,
+}
+
+impl FetchJob {
+    /// The command's tag.
+    pub(super) fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The heap memory the job holds (for [`Session::view_bytes`]).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.tag.capacity()
+            + self.items.capacity() * std::mem::size_of::<FetchItem>()
+            + self.targets.capacity() * std::mem::size_of::<(u32, u32)>()
+            + self.extra.capacity()
+    }
+
+    /// Answers the messages from `next` on into `out`: all of them when `limit` is
+    /// `None`, else until `out` holds `limit` bytes or more (after at least one message).
+    /// `Some(reply)` when the answer is complete (the tagged reply; `extra` has been
+    /// written), `None` when messages remain. An `Err` ends the command; `out` holds no
+    /// part of the message being answered then.
+    fn run(
         &mut self,
-        uid_cmd: bool,
-        set: &SequenceSet,
-        items: &[FetchItem],
-        changed_since: Option<u64>,
+        sel: &mut Selected,
+        folder: &mut Folder,
+        condstore: bool,
+        limit: Option<usize>,
         out: &mut Vec<u8>,
-    ) -> io::Result<Reply> {
-        if changed_since.is_some() || items.contains(&FetchItem::ModSeq) {
-            self.condstore = true;
-        }
-        let condstore = self.condstore;
-        let Some(sel) = self.selected.as_mut() else {
-            return Ok(Reply::Bad("No mailbox selected".into()));
-        };
-        let targets = match sel.targets(set, uid_cmd) {
-            Ok(t) => t,
-            Err(e) => return Ok(Reply::Bad(e)),
-        };
-        let shared = sel.shared.clone();
-        let mut folder = shared.folder()?;
-        let sets_seen = !sel.read_only
-            && items.iter().any(|i| {
-                matches!(
-                    i,
-                    FetchItem::Rfc822
-                        | FetchItem::Rfc822Text
-                        | FetchItem::BodySection { peek: false, .. }
-                )
-            });
-        // UID FETCH puts UID first unless it was asked for (then it goes where asked).
-        let uid_first = uid_cmd && !items.contains(&FetchItem::Uid);
-        let want_flags = items.contains(&FetchItem::Flags);
-        let want_modseq = items.contains(&FetchItem::ModSeq);
-        let mut extra = Vec::new();
-        let mut gone = false;
-        for (seq, uid) in targets {
+    ) -> io::Result<Option<Reply>> {
+        let FetchJob {
+            items,
+            changed_since,
+            targets,
+            next,
+            sets_seen,
+            uid_first,
+            want_flags,
+            want_modseq,
+            extra,
+            gone,
+            ..
+        } = self;
+        let (changed_since, sets_seen) = (*changed_since, *sets_seen);
+        let (uid_first, want_flags, want_modseq) = (*uid_first, *want_flags, *want_modseq);
+        let begin = *next;
+        while let Some(&(seq, uid)) = targets.get(*next) {
+            if limit.is_some_and(|l| *next > begin && out.len() >= l) {
+                return Ok(None);
+            }
+            *next += 1;
             let Some(info) = folder.get(uid).cloned() else {
-                gone = true;
+                *gone = true;
                 continue;
             };
             if changed_since.is_some_and(|cs| info.modseq <= cs) {
@@ -188,15 +223,15 @@ impl Session {
             if sets_seen && !info.flags.seen {
                 let mut f = info.flags.clone();
                 f.seen = true;
-                match set_flags(sel, &mut folder, uid, &f, condstore, &mut extra) {
+                match set_flags(sel, folder, uid, &f, condstore, extra) {
                     Ok(true) => seen_now = true,
                     Ok(false) => {}
-                    Err(e) => return Ok(io_error(&e)),
+                    Err(e) => return Ok(Some(io_error(&e))),
                 }
                 match folder.get(uid) {
                     Some(i) => info = i.clone(),
                     None => {
-                        gone = true;
+                        *gone = true;
                         continue;
                     }
                 }
@@ -222,7 +257,7 @@ impl Session {
                 sep(out);
                 let _ = write!(out, "UID {uid}");
             }
-            for item in items {
+            for item in items.iter() {
                 // An I/O error: this message's part of the response is dropped.
                 macro_rules! try_io {
                     ($e:expr) => {
@@ -240,7 +275,7 @@ impl Session {
                 macro_rules! msg {
                     () => {{
                         if data.is_none() {
-                            data = try_io!(load(sel, &mut folder, uid, condstore, &mut extra));
+                            data = try_io!(load(sel, folder, uid, condstore, extra));
                         }
                         match data.as_deref() {
                             Some(d) => d,
@@ -255,7 +290,7 @@ impl Session {
                 macro_rules! crlf {
                     () => {{
                         if data.is_none() {
-                            data = try_io!(load(sel, &mut folder, uid, condstore, &mut extra));
+                            data = try_io!(load(sel, folder, uid, condstore, extra));
                         }
                         if !converted {
                             data = data.take().map(into_crlf);
@@ -379,7 +414,7 @@ impl Session {
             }
             if missing {
                 out.truncate(start);
-                gone = true;
+                *gone = true;
                 continue;
             }
             if seen_now && !want_flags {
@@ -392,12 +427,99 @@ impl Session {
             }
             out.extend_from_slice(b")\r\n");
         }
-        out.extend_from_slice(&extra);
-        Ok(if gone {
+        out.extend_from_slice(extra);
+        Ok(Some(if *gone {
             Reply::Ok("Fetch completed; some messages were expunged meanwhile.".into())
         } else {
             Reply::Ok("Fetch completed.".into())
-        })
+        }))
+    }
+}
+
+impl Session {
+    /// FETCH and UID FETCH. With streaming on, [`Reply::More`] when the answer continues
+    /// in [`Session::resume`] (the job is kept in `fetching`).
+    pub(super) fn fetch(
+        &mut self,
+        tag: &str,
+        uid_cmd: bool,
+        set: &SequenceSet,
+        items: Vec<FetchItem>,
+        changed_since: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Reply> {
+        if changed_since.is_some() || items.contains(&FetchItem::ModSeq) {
+            self.condstore = true;
+        }
+        let condstore = self.condstore;
+        let limit = self.chunk;
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(Reply::Bad("No mailbox selected".into()));
+        };
+        let targets = match sel.targets(set, uid_cmd) {
+            Ok(t) => t,
+            Err(e) => return Ok(Reply::Bad(e)),
+        };
+        let shared = sel.shared.clone();
+        let mut folder = shared.folder()?;
+        let sets_seen = !sel.read_only
+            && items.iter().any(|i| {
+                matches!(
+                    i,
+                    FetchItem::Rfc822
+                        | FetchItem::Rfc822Text
+                        | FetchItem::BodySection { peek: false, .. }
+                )
+            });
+        // UID FETCH puts UID first unless it was asked for (then it goes where asked).
+        let uid_first = uid_cmd && !items.contains(&FetchItem::Uid);
+        let want_flags = items.contains(&FetchItem::Flags);
+        let want_modseq = items.contains(&FetchItem::ModSeq);
+        let mut job = FetchJob {
+            tag: tag.to_string(),
+            items,
+            changed_since,
+            targets,
+            next: 0,
+            sets_seen,
+            uid_first,
+            want_flags,
+            want_modseq,
+            extra: Vec::new(),
+            gone: false,
+        };
+        match job.run(sel, &mut folder, condstore, limit, out)? {
+            Some(reply) => Ok(reply),
+            None => {
+                drop(folder);
+                self.fetching = Some(job);
+                Ok(Reply::More)
+            }
+        }
+    }
+
+    /// The next piece of a streamed FETCH answer (see [`FetchJob::run`]). The folder may
+    /// have changed since the last piece (other sessions): messages gone meanwhile are
+    /// left out; after a UIDVALIDITY change all of the rest is (its UIDs may name other
+    /// messages now), and the updates at the end of the command end the session.
+    pub(super) fn fetch_more(
+        &mut self,
+        job: &mut FetchJob,
+        limit: Option<usize>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Option<Reply>> {
+        let condstore = self.condstore;
+        let Some(sel) = self.selected.as_mut() else {
+            // Cannot happen: no command runs while a FETCH answer is in progress.
+            return Ok(Some(Reply::Bad("No mailbox selected".into())));
+        };
+        let shared = sel.shared.clone();
+        let mut folder = shared.folder()?;
+        if folder.uidvalidity() != sel.uidvalidity && job.next < job.targets.len() {
+            job.next = job.targets.len();
+            job.gone = true;
+        }
+        job.run(sel, &mut folder, condstore, limit, out)
     }
 
     #[allow(clippy::too_many_arguments)]
