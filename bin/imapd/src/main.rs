@@ -29,7 +29,8 @@
 //! hears `* OK Still here`.
 //!
 //! LIMITS: a command line is at most 64 KiB; before login a command's literals are at most
-//! 8 KiB, after it message_size_limit; output waiting for a client stops the reading of
+//! 8 KiB, after it message_size_limit; FETCH answers are made 128 KiB at a time as the
+//! client reads them; output waiting for a client stops the reading of
 //! its commands over 256 KiB, and a client that reads nothing for 30 s while output waits
 //! (5 s when over 8 MiB) is disconnected. imapd_timeout (60 s before login) ends silent
 //! connections with `* BYE Autologout` (not while in IDLE).
