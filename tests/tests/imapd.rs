@@ -1089,6 +1089,23 @@ fn idle_announces_a_delivered_message() {
     );
     py.want("done", "OK");
     py.want("logout", "OK");
+    // The login and logout lines, with the session's counts.
+    sb.wait_for("the Logout line", WAIT, || {
+        sb.log().contains("Logout: user=demo")
+    });
+    let log = sb.log();
+    assert!(
+        log.contains("Login: user=demo, rip=127.0.0.1, tls=none"),
+        "{log}"
+    );
+    let logout = log
+        .lines()
+        .find(|l| l.contains("Logout: user=demo, rip=127.0.0.1, in="))
+        .unwrap_or_else(|| panic!("no Logout line:\n{log}"));
+    assert!(
+        logout.contains(", fetched=0, expunged=0, appended=0"),
+        "{logout}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@
 //! LOGINDISABLED). The certificate and key are read as root, before anything else.
 //!
 //! LOGGING: `Login: user=U, rip=IP, tls=VERSION|none` and `Logout: user=U, rip=IP,
-//! in=BYTES, out=BYTES` (by the worker).
+//! in=BYTES, out=BYTES, fetched=N, expunged=N, appended=N` (by the worker).
 //!
 //! CONFIGURATION PARAMETERS: home_mailbox, mail_owner, message_size_limit, imapd_timeout,
 //! imapd_tls_auth_only, imapd_tls_cert_file, imapd_tls_key_file,

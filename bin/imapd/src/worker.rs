@@ -566,12 +566,16 @@ impl Worker {
         let _ = self.poll.registry().deregister(&mut c.stream);
         let _ =
             nix::sys::socket::shutdown(c.stream.0.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let n = c.session.counts();
         log::info!(
-            "Logout: user={}, rip={}, in={}, out={}",
+            "Logout: user={}, rip={}, in={}, out={}, fetched={}, expunged={}, appended={}",
             c.session.user(),
             c.ip,
             c.bytes_in,
-            c.out.bytes_out
+            c.out.bytes_out,
+            n.fetched,
+            n.expunged,
+            n.appended
         );
     }
 }

@@ -223,6 +223,8 @@ pub struct Session {
     chunk: Option<usize>,
     /// The FETCH whose answer is being streamed: the rest comes from [`Session::resume`].
     fetching: Option<fetch::FetchJob>,
+    /// What this session did, for the logout line.
+    counts: Counts,
 }
 
 /// The store's name for a mailbox name from a command (decoded UTF-8): modified UTF-7,
@@ -253,6 +255,17 @@ fn io_error(e: &io::Error) -> Reply {
         return Reply::No(format!("[LIMIT] {e}"));
     }
     no("[SERVERBUG] Internal error occurred")
+}
+
+/// What a session did, for its logout line (as Dovecot's `Logged out ... expunged=N`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Messages whose contents were fetched (a message fetched twice counts twice).
+    pub fetched: u64,
+    /// Messages this session expunged (EXPUNGE, UID EXPUNGE, CLOSE, MOVE).
+    pub expunged: u64,
+    /// Messages this session added (APPEND, COPY, MOVE into a folder).
+    pub appended: u64,
 }
 
 /// A UID list as a compact set: runs of consecutive numbers as `a:b`, in the given order.
@@ -555,6 +568,7 @@ impl Session {
             dead: false,
             chunk: None,
             fetching: None,
+            counts: Counts::default(),
         })
     }
 
@@ -638,6 +652,11 @@ impl Session {
         }
         self.resync_selected(true, false, &mut out)?;
         Ok(out)
+    }
+
+    /// What this session did so far (for the logout line).
+    pub fn counts(&self) -> Counts {
+        self.counts
     }
 
     /// From now on, FETCH and UID FETCH answers come in pieces of about `chunk` bytes:
@@ -957,6 +976,9 @@ impl Session {
                             .collect();
                         folder.expunge(&del)
                     });
+                    if let Ok(removed) = &result {
+                        self.counts.expunged += removed.len() as u64;
+                    }
                     self.folders.release(shared);
                     result?;
                 }
@@ -1179,6 +1201,7 @@ impl Session {
                 r?
             }
         };
+        self.counts.appended += 1;
         Ok(Reply::Ok(format!(
             "[APPENDUID {uidvalidity} {uid}] Append completed."
         )))
@@ -1212,7 +1235,8 @@ impl Session {
             .filter(|&u| folder.get(u).is_some_and(|m| m.flags.deleted))
             .filter(|u| in_set.as_ref().is_none_or(|s| s.binary_search(u).is_ok()))
             .collect();
-        own_expunge(sel, &mut folder, &uids, out)?;
+        let n = own_expunge(sel, &mut folder, &uids, out)?;
+        self.counts.expunged += n as u64;
         if condstore {
             return Ok(Reply::Ok(format!(
                 "[HIGHESTMODSEQ {}] Expunge completed.",
@@ -1296,6 +1320,7 @@ impl Session {
                 return Ok(reply);
             }
         };
+        self.counts.appended += pairs.len() as u64;
         let code = if pairs.is_empty() {
             String::new()
         } else {
@@ -1321,7 +1346,8 @@ impl Session {
         }
         let src_uids: Vec<u32> = pairs.iter().map(|p| p.0).collect();
         let mut folder = src.folder()?;
-        own_expunge(sel, &mut folder, &src_uids, out)?;
+        let n = own_expunge(sel, &mut folder, &src_uids, out)?;
+        self.counts.expunged += n as u64;
         Ok(ok("Move completed."))
     }
 
@@ -1479,13 +1505,13 @@ fn status_items(
 }
 
 /// Expunges `uids` from the selected folder for this session (EXPUNGE, MOVE, UID
-/// EXPUNGE) and announces the ones removed.
+/// EXPUNGE) and announces the ones removed; how many that was.
 fn own_expunge(
     sel: &mut Selected,
     folder: &mut Folder,
     uids: &[u32],
     out: &mut Vec<u8>,
-) -> io::Result<()> {
+) -> io::Result<usize> {
     let before = folder.expunge_generation();
     let removed = folder.expunge(uids)?;
     if sel.expunge_gen == before {
@@ -1493,7 +1519,7 @@ fn own_expunge(
         sel.expunge_gen = folder.expunge_generation();
     }
     announce_expunged(sel, &removed, out);
-    Ok(())
+    Ok(removed.len())
 }
 
 /// COPY into the selected folder itself ([`Folder::copy_to`] needs another folder): each

@@ -1699,3 +1699,27 @@ fn streamed_fetch_stops_when_the_uidvalidity_changed_between_pieces() {
         "* BYE [UNAVAILABLE] Mailbox UIDVALIDITY changed, reconnect\r\na1 OK Fetch completed; some messages were expunged meanwhile.\r\n"
     );
 }
+
+/// The counts for the logout line: messages fetched, expunged, appended.
+#[test]
+fn counts_for_the_logout_line() {
+    let (_t, store) = setup();
+    put(
+        &store,
+        "INBOX",
+        &[b"Subject: a\n\none\n", b"Subject: b\n\ntwo\n"],
+    );
+    let mut s = session(&store);
+    assert_eq!(s.counts(), Default::default());
+    assert!(tagged(&run(&mut s, "a SELECT INBOX")).starts_with("a OK"));
+    run(&mut s, "b FETCH 1:* (FLAGS)");
+    assert_eq!(s.counts().fetched, 0, "FLAGS reads no message");
+    run(&mut s, "c FETCH 1:* BODY.PEEK[]");
+    assert_eq!(s.counts().fetched, 2);
+    run(&mut s, "d APPEND INBOX {17}\r\nSubject: c\r\n\r\nx\r\n");
+    run(&mut s, "e COPY 1 Trash");
+    assert_eq!(s.counts().appended, 2);
+    run(&mut s, "f STORE 1:2 +FLAGS.SILENT (\\Deleted)");
+    assert!(tagged(&run(&mut s, "g EXPUNGE")).starts_with("g OK"));
+    assert_eq!(s.counts().expunged, 2);
+}

@@ -161,6 +161,8 @@ pub(super) struct FetchJob {
     extra: Vec<u8>,
     /// Some messages were gone.
     gone: bool,
+    /// Messages whose file was read for this answer (for the logout line's counts).
+    pub(super) loaded: u64,
 }
 
 impl FetchJob {
@@ -201,6 +203,7 @@ impl FetchJob {
             want_modseq,
             extra,
             gone,
+            loaded,
             ..
         } = self;
         let (changed_since, sets_seen) = (*changed_since, *sets_seen);
@@ -276,6 +279,9 @@ impl FetchJob {
                     () => {{
                         if data.is_none() {
                             data = try_io!(load(sel, folder, uid, condstore, extra));
+                            if data.is_some() {
+                                *loaded += 1;
+                            }
                         }
                         match data.as_deref() {
                             Some(d) => d,
@@ -487,8 +493,11 @@ impl Session {
             want_modseq,
             extra: Vec::new(),
             gone: false,
+            loaded: 0,
         };
-        match job.run(sel, &mut folder, condstore, limit, out)? {
+        let result = job.run(sel, &mut folder, condstore, limit, out);
+        self.counts.fetched += std::mem::take(&mut job.loaded);
+        match result? {
             Some(reply) => Ok(reply),
             None => {
                 drop(folder);
@@ -519,7 +528,9 @@ impl Session {
             job.next = job.targets.len();
             job.gone = true;
         }
-        job.run(sel, &mut folder, condstore, limit, out)
+        let result = job.run(sel, &mut folder, condstore, limit, out);
+        self.counts.fetched += std::mem::take(&mut job.loaded);
+        result
     }
 
     #[allow(clippy::too_many_arguments)]
