@@ -16,7 +16,7 @@ use crate::index::{
     RecordOut, Stamp,
 };
 use crate::sync_dir;
-use crate::uidlist::{new_guid, new_uidvalidity, DotLock, UidEntry, UidList};
+use crate::uidlist::{new_guid, new_uidvalidity, DotLock, ListHeader, UidEntry, UidList};
 
 /// One message as the folder knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,8 +142,13 @@ pub struct Folder {
     /// Whether `listed` holds the UID list (an open from a quiet index leaves it unread
     /// until a sync needs it).
     listed_loaded: bool,
-    /// The stamp of the UID list `listed` and `next_uid` come from.
+    /// The stamp of the UID list `listed` comes from.
     list_stamp: Option<Stamp>,
+    /// The stamp of the UID list whose header `uidvalidity` and `next_uid` agree with, when
+    /// it was settled as it was read (`None`: look at the header again before trusting
+    /// them). When only the UID list changed and `new/`, `cur/` and the keywords did not,
+    /// no file can have come, gone or been renamed: its header is all that can matter.
+    head_stamp: Option<Stamp>,
     /// Index records not yet matched to a file, by UID.
     warm: HashMap<u32, Warm, UidHash>,
     /// The file names of `warm`.
@@ -155,14 +160,16 @@ pub struct Folder {
     highest_modseq: u64,
     index_dirty: bool,
     index_stamp: Option<Stamp>,
-    /// The stamps of [`index::STAMPED`] at the start of the last full sync, when settled:
-    /// the messages as they are now were read after them (saved with the index so that
-    /// the next open can skip the directories and the UID list when they still match).
+    /// The stamps of [`index::STAMPED`] at the start of the last full sync, when those of
+    /// `new/`, `cur/` and the keywords were settled: the messages as they are now were read
+    /// after them (saved with the index, the UID list's slot replaced by `head_stamp`, so
+    /// that the next open can skip the directories and the UID list when they still match).
     disk_stamps: Option<DirStamps>,
     /// What the index file on disk says about them.
     index_has_stamps: Option<DirStamps>,
     /// The state of the directories and files at the start of the last full sync, when it
-    /// was old enough to be trusted: equal stamps mean nothing changed since.
+    /// was old enough to be trusted, and of the index as this folder last read or wrote
+    /// it: equal stamps mean nothing changed since (the UID list: see `head_stamp`).
     quiet_stamps: Option<Stamps>,
     /// What sessions sharing this folder need to find their own updates.
     track: Tracking,
@@ -172,8 +179,15 @@ pub struct Folder {
 type Stamps = [Option<Stamp>; 4];
 
 /// A directory or file changed less than this long ago may still change within the same
-/// timestamp tick, unseen: its stamp is not trusted to mean "nothing new".
+/// timestamp tick, unseen: its stamp is not trusted to mean "nothing new". (Not needed for
+/// `petrel-index`, which is only ever replaced whole by a rename: another version of it is
+/// another inode.)
 const STAMP_SETTLE: Duration = Duration::from_secs(1);
+
+/// `stamp` when it is settled at `now` (see [`STAMP_SETTLE`]).
+fn if_settled(stamp: Option<Stamp>, now: SystemTime) -> Option<Stamp> {
+    stamp.filter(|s| s.settled(now, STAMP_SETTLE))
+}
 
 /// How many following messages' blobs are read along with one message's.
 const BLOB_READ_AHEAD: usize = 64;
@@ -241,8 +255,36 @@ fn mtime_secs(meta: &fs::Metadata) -> i64 {
     meta.mtime()
 }
 
-fn read_names(dir: &Path) -> io::Result<Vec<String>> {
-    let mut v = Vec::new();
+/// The file names of a directory, in one buffer (a big `cur/` costs no allocation per
+/// name to keep).
+#[derive(Debug, Default)]
+struct Names {
+    buf: String,
+    ends: Vec<usize>,
+}
+
+impl Names {
+    fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| self.buf.get(a..b).unwrap_or(""))
+    }
+
+    /// The names by base name (the last one seen of a base wins).
+    fn by_base(&self) -> HashMap<&str, &str> {
+        let mut m = HashMap::with_capacity(self.ends.len());
+        for n in self.iter() {
+            m.insert(split_name(n).0, n);
+        }
+        m
+    }
+}
+
+/// The names in `dir` that can be messages: UTF-8, not hidden, without a tab or a newline
+/// (none when `dir` is missing).
+fn read_names(dir: &Path) -> io::Result<Names> {
+    let mut v = Names::default();
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(v),
@@ -250,9 +292,11 @@ fn read_names(dir: &Path) -> io::Result<Vec<String>> {
     };
     for e in rd {
         let e = e?;
-        if let Some(n) = e.file_name().to_str() {
+        let name = e.file_name();
+        if let Some(n) = name.to_str() {
             if !n.starts_with('.') && !n.contains(['\t', '\n']) {
-                v.push(n.to_string());
+                v.buf.push_str(n);
+                v.ends.push(v.buf.len());
             }
         }
     }
@@ -281,6 +325,7 @@ impl Folder {
             listed: HashMap::new(),
             listed_loaded: false,
             list_stamp: None,
+            head_stamp: None,
             warm: HashMap::default(),
             warm_names: String::new(),
             blob_files: Vec::new(),
@@ -319,17 +364,36 @@ impl Folder {
         Ok(f)
     }
 
-    /// The open of a quiet folder: when the index's stamps of `new/`, `cur/`, the UID list
-    /// and the keywords still match the directory, the index's messages are the folder's,
-    /// and neither the directories nor the UID list are read. Gives the index back when it
+    /// The open of a quiet folder: when the index's stamps of `new/`, `cur/` and the
+    /// keywords still match the directory, the index's messages are the folder's, and the
+    /// directories are not read. Nor is the UID list when its stamp matches too; when it
+    /// does not (another program rewrote it, e.g. Dovecot with its own extension fields),
+    /// only its header is read: with the files unchanged, only a new UIDVALIDITY (then the
+    /// index is of no use) or a higher next UID can matter. Gives the index back when it
     /// cannot be used so (the caller then syncs in full).
     fn open_quiet(&mut self, index: IndexReader) -> io::Result<Option<IndexReader>> {
         let h = index.header;
         let Some(stamps) = h.stamps else {
             return Ok(Some(index));
         };
-        if h.uidvalidity == 0 || dir_stamps(&self.dir) != Some(stamps) {
+        let Some(now) = dir_stamps(&self.dir) else {
             return Ok(Some(index));
+        };
+        let same_files = now[0] == stamps[0] && now[1] == stamps[1] && now[3] == stamps[3];
+        // A missing UID list is a new UIDVALIDITY, made by the full sync.
+        if h.uidvalidity == 0 || !same_files || now[2].is_none() {
+            return Ok(Some(index));
+        }
+        let mut next_uid = h.next_uid;
+        let mut head_stamp = stamps[2];
+        if now[2] != stamps[2] {
+            match ListHeader::load(&self.dir)? {
+                Some(l) if l.uidvalidity == h.uidvalidity => {
+                    next_uid = next_uid.max(l.next_uid);
+                    head_stamp = if_settled(now[2], SystemTime::now());
+                }
+                _ => return Ok(Some(index)),
+            }
         }
         let kw = Keywords::load(&self.dir)?;
         let mut msgs = Vec::with_capacity(index.len());
@@ -356,10 +420,10 @@ impl Folder {
         }
         self.keywords = kw;
         self.uidvalidity = h.uidvalidity;
-        self.next_uid = h.next_uid.max(1);
+        self.next_uid = next_uid.max(1);
         self.highest_modseq = h.highest_modseq;
-        self.list_stamp = stamps[2];
-        self.disk_stamps = Some(stamps);
+        self.head_stamp = head_stamp;
+        self.disk_stamps = Some(now);
         self.index_has_stamps = Some(stamps);
         self.index_stamp = Some(index.stamp);
         self.msgs = msgs;
@@ -370,15 +434,9 @@ impl Folder {
             .enumerate()
             .map(|(i, e)| (e.info.uid, i))
             .collect();
-        // The stamps the next sync compares, from the same look at the directory (and at
-        // the index file that was read): trusted when the index file is settled too, as
-        // the directories are.
-        if self
-            .index_stamp
-            .is_some_and(|s| s.settled(SystemTime::now(), STAMP_SETTLE))
-        {
-            self.quiet_stamps = Some([stamps[0], stamps[1], stamps[3], self.index_stamp]);
-        }
+        // The stamps the next sync compares, from the same look at the directory (settled
+        // when the index recorded them) and at the index file that was read.
+        self.quiet_stamps = Some([stamps[0], stamps[1], stamps[3], self.index_stamp]);
         self.track.start(self.highest_modseq);
         Ok(None)
     }
@@ -390,8 +448,14 @@ impl Folder {
     }
 
     fn take_list(&mut self, list: UidList, stamp: Option<Stamp>) {
+        // UIDs are never given twice: a next UID this folder already knows stays.
+        self.next_uid = if list.uidvalidity == self.uidvalidity {
+            self.next_uid.max(list.next_uid)
+        } else {
+            list.next_uid
+        };
         self.uidvalidity = list.uidvalidity;
-        self.next_uid = list.next_uid;
+        self.head_stamp = if_settled(stamp, SystemTime::now());
         self.guid = list.guid;
         self.listed = list
             .entries
@@ -402,10 +466,11 @@ impl Folder {
         self.list_stamp = stamp;
     }
 
-    /// Reads the UID list into `listed` when an open from a quiet index skipped it (and it
-    /// still has our UIDVALIDITY; else the next look under the lock finds out).
+    /// Reads the UID list into `listed` when an open from a quiet index skipped it or it
+    /// changed since (and it still has our UIDVALIDITY; else the next look under the lock
+    /// finds out).
     fn ensure_listed(&mut self) -> io::Result<()> {
-        if self.listed_loaded {
+        if self.listed_loaded && file_stamp(&self.dir.join("dovecot-uidlist")) == self.list_stamp {
             return Ok(());
         }
         let (list, stamp) = self.read_list()?;
@@ -724,6 +789,7 @@ impl Folder {
                 self.listed.clear();
                 self.listed_loaded = true;
                 self.list_stamp = None;
+                self.head_stamp = None;
                 // Written at once, under the lock we hold: the next reader (this folder's
                 // own resync included) must find this UIDVALIDITY, not make another one.
                 self.save_list_locked()?;
@@ -737,6 +803,7 @@ impl Folder {
         self.write_list_locked()?;
         // Under the lock nobody else writes it: this stamp is of what we wrote.
         self.list_stamp = file_stamp(&self.dir.join("dovecot-uidlist"));
+        self.head_stamp = if_settled(self.list_stamp, SystemTime::now());
         Ok(())
     }
 
@@ -776,30 +843,31 @@ impl Folder {
     /// keeps its UID: it is matched by its base name). Returns what changed since the last
     /// sync. Also saves the index when anything in it changed.
     pub fn sync(&mut self) -> io::Result<Changes> {
-        // Nothing touched since the last full sync: nothing to do (an IDLE poll costs four
-        // stats instead of two readdirs).
+        // Nothing touched since the last full sync: nothing to do (an IDLE poll costs five
+        // stats instead of two readdirs). A UID list rewritten meanwhile (Dovecot does, with
+        // its own extension fields) costs a look at its first line.
         let stamps = self.stamps();
-        if self.quiet_stamps.is_some() && self.quiet_stamps == Some(stamps) {
+        if self.quiet_stamps.is_some()
+            && self.quiet_stamps == Some(stamps)
+            && self.list_head_unchanged()?
+        {
             return Ok(Changes::default());
         }
         let now = SystemTime::now();
-        let settled = stamps
+        // The index is not waited for: it is replaced whole, never changed in place.
+        let settled = stamps[..3]
             .iter()
             .flatten()
             .all(|s| s.settled(now, STAMP_SETTLE));
         self.quiet_stamps = None;
         // What the index may record for the next open: the state before this sync's look
-        // at the directories, when settled.
-        let disk = dir_stamps(&self.dir)
-            .filter(|d| d.iter().flatten().all(|s| s.settled(now, STAMP_SETTLE)));
-        if let Some(d) = &disk {
-            if d[2] != self.list_stamp && self.uidvalidity != 0 {
-                // Someone else rewrote the UID list: re-read it so that the next UID the
-                // index records is the list's.
-                self.listed_loaded = false;
-                self.ensure_listed()?;
-            }
-        }
+        // at the directories, when settled (the UID list: `head_stamp`).
+        let disk = dir_stamps(&self.dir).filter(|d| {
+            [d[0], d[1], d[3]]
+                .iter()
+                .flatten()
+                .all(|s| s.settled(now, STAMP_SETTLE))
+        });
         self.disk_stamps = disk;
         if self.blob_damage.swap(false, Ordering::Relaxed) {
             self.index_dirty = true;
@@ -810,9 +878,30 @@ impl Folder {
         }
         let ch = ch?;
         if settled {
-            self.quiet_stamps = Some(stamps);
+            // The index as this sync left it (read, or written by it): not a change.
+            let mut q = stamps;
+            q[3] = self.index_stamp;
+            self.quiet_stamps = Some(q);
         }
         Ok(ch)
+    }
+
+    /// Whether the UID list still has our UIDVALIDITY: when it is not the file last looked
+    /// at, its header alone is read (and a higher next UID taken from it). False when it
+    /// has another UIDVALIDITY, or is gone or unusable: the caller must look under the lock.
+    fn list_head_unchanged(&mut self) -> io::Result<bool> {
+        let stamp = file_stamp(&self.dir.join("dovecot-uidlist"));
+        if stamp.is_some() && stamp == self.head_stamp {
+            return Ok(true);
+        }
+        match ListHeader::load(&self.dir)? {
+            Some(h) if h.uidvalidity == self.uidvalidity && self.uidvalidity != 0 => {
+                self.next_uid = self.next_uid.max(h.next_uid);
+                self.head_stamp = if_settled(stamp, SystemTime::now());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn stamps(&self) -> Stamps {
@@ -826,6 +915,13 @@ impl Folder {
 
     fn full_sync(&mut self) -> io::Result<Changes> {
         self.track.start(self.highest_modseq);
+        if self.uidvalidity != 0 && !self.list_head_unchanged()? {
+            // Another UIDVALIDITY, or the list is gone: every UID is void.
+            let lock = self.lock()?;
+            if self.reload_list_locked()? {
+                return self.reset(lock);
+            }
+        }
         let mut ch = Changes::default();
         let keywords = Keywords::load(&self.dir)?;
         let keywords_changed = keywords != self.keywords;
@@ -837,13 +933,13 @@ impl Folder {
         let new = self.dir.join("new");
         let mut recent: HashSet<String> = HashSet::new();
         let mut moved = false;
-        for name in read_names(&new)? {
+        for name in read_names(&new)?.iter() {
             let target = if name.contains(':') {
-                name.clone()
+                name.to_string()
             } else {
                 format!("{name}:2,")
             };
-            match fs::rename(new.join(&name), cur.join(&target)) {
+            match fs::rename(new.join(name), cur.join(&target)) {
                 Ok(()) => {
                     moved = true;
                     recent.insert(split_name(&target).0.to_string());
@@ -856,41 +952,42 @@ impl Folder {
             sync_dir(&new)?;
             sync_dir(&cur)?;
         }
-        let mut found: HashMap<String, String> = HashMap::new();
-        let scan = |found: &mut HashMap<String, String>| -> io::Result<()> {
-            for name in read_names(&cur)? {
-                found.insert(split_name(&name).0.to_string(), name);
-            }
-            Ok(())
-        };
-        scan(&mut found)?;
-        if self.msgs.iter().any(|e| !found.contains_key(e.base())) {
-            // A rename by another session can hide a file from one readdir: look again.
-            scan(&mut found)?;
-        }
+        let names = read_names(&cur)?;
+        let mut found = names.by_base();
 
         // Known messages: flag changes and expunges.
-        let mut gone = Vec::new();
+        let mut missing = Vec::new();
         let mut flag_changed = Vec::new();
         for (i, e) in self.msgs.iter_mut().enumerate() {
             match found.remove(e.base()) {
-                None => gone.push(i),
-                Some(file) if file != e.info.file => {
-                    e.info.flags = parse_letters(split_name(&file).1, &self.keywords);
-                    e.info.file = file;
-                    flag_changed.push(i);
-                }
-                Some(_) if keywords_changed => {
-                    // The same letters may name other keywords now.
-                    let f = parse_letters(split_name(&e.info.file).1, &self.keywords);
-                    if f != e.info.flags {
-                        e.info.flags = f;
+                None => missing.push(i),
+                Some(file) => {
+                    if Self::seen_as(e, file, keywords_changed, &self.keywords) {
                         flag_changed.push(i);
                     }
                 }
-                Some(_) => {}
             }
         }
+        let mut gone = Vec::new();
+        if !missing.is_empty() {
+            // A rename by another session can hide a file from one readdir: look again
+            // for the missing ones. (A file new in this second look only is left to the
+            // next sync: it came after this sync's stamps, which then differ.)
+            let again = read_names(&cur)?;
+            let mut found_again = again.by_base();
+            for i in missing {
+                let e = &mut self.msgs[i];
+                match found_again.remove(e.base()) {
+                    None => gone.push(i),
+                    Some(file) => {
+                        if Self::seen_as(e, file, keywords_changed, &self.keywords) {
+                            flag_changed.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        flag_changed.sort_unstable();
         for i in flag_changed {
             let m = self.bump();
             self.msgs[i].info.modseq = m;
@@ -899,11 +996,18 @@ impl Folder {
         }
         if !gone.is_empty() {
             self.track.expunge_gen += 1;
-            for &i in gone.iter().rev() {
-                let e = self.msgs.remove(i);
-                self.track.unclaimed.remove(&e.info.uid);
-                ch.expunged.push(e.info.uid);
+            for &i in &gone {
+                let uid = self.msgs[i].info.uid;
+                self.track.unclaimed.remove(&uid);
+                ch.expunged.push(uid);
             }
+            let mut at = 0;
+            let mut to_drop = gone.iter().copied().peekable();
+            self.msgs.retain(|_| {
+                let gone = to_drop.next_if_eq(&at).is_some();
+                at += 1;
+                !gone
+            });
             ch.expunged.sort_unstable();
             self.index_dirty = true;
         }
@@ -912,29 +1016,23 @@ impl Folder {
         if !found.is_empty() {
             self.ensure_listed()?;
             let mut lock = None;
-            if self.uidvalidity == 0 || found.keys().any(|b| !self.listed.contains_key(b)) {
-                lock = Some(self.lock()?);
+            if self.uidvalidity == 0 || found.keys().any(|b| !self.listed.contains_key(*b)) {
+                let l = self.lock()?;
                 if self.reload_list_locked()? {
-                    ch = Changes {
-                        uidvalidity_changed: true,
-                        ..Changes::default()
-                    };
-                    self.msgs.clear();
-                    self.warm.clear();
-                    self.highest_modseq = 0;
-                    self.track.reset();
-                    return self.resync_after_reset(ch, lock);
+                    return self.reset(l);
                 }
+                lock = Some(l);
             }
-            let mut unlisted: Vec<&String> = found
+            let mut unlisted: Vec<&str> = found
                 .keys()
+                .copied()
                 .filter(|b| !self.listed.contains_key(*b))
                 .collect();
             unlisted.sort_by(|a, b| arrival_key(a).cmp(&arrival_key(b)));
             let mut wrote = false;
             for base in unlisted {
                 self.listed
-                    .insert(base.clone(), (self.next_uid, String::new()));
+                    .insert(base.to_string(), (self.next_uid, String::new()));
                 self.next_uid = self.next_uid.saturating_add(1);
                 wrote = true;
             }
@@ -945,7 +1043,8 @@ impl Folder {
             let mut added: Vec<(u32, String, String)> = found
                 .into_iter()
                 .filter_map(|(base, file)| {
-                    self.listed.get(&base).map(|(uid, _)| (*uid, base, file))
+                    let uid = self.listed.get(base)?.0;
+                    Some((uid, base.to_string(), file.to_string()))
                 })
                 .collect();
             added.sort_by_key(|a| a.0);
@@ -969,13 +1068,39 @@ impl Folder {
         Ok(ch)
     }
 
-    fn resync_after_reset(&mut self, ch: Changes, lock: Option<DotLock>) -> io::Result<Changes> {
+    /// Takes `file` (the name found in `cur/` for `e`'s base name) into `e`: whether its
+    /// flags changed (renamed by someone else, or other keywords for the same letters).
+    fn seen_as(e: &mut Entry, file: &str, keywords_changed: bool, keywords: &Keywords) -> bool {
+        if file != e.info.file {
+            e.info.flags = parse_letters(split_name(file).1, keywords);
+            e.info.file = file.to_string();
+            return true;
+        }
+        if keywords_changed {
+            // The same letters may name other keywords now.
+            let f = parse_letters(split_name(&e.info.file).1, keywords);
+            if f != e.info.flags {
+                e.info.flags = f;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// After the UID list got another UIDVALIDITY (read under `lock`): every message is
+    /// forgotten and found again with its new UID.
+    fn reset(&mut self, lock: DotLock) -> io::Result<Changes> {
+        self.msgs.clear();
+        self.warm.clear();
+        self.highest_modseq = 0;
+        self.track.reset();
         drop(lock);
         self.by_uid.clear();
         let inner = self.sync()?;
         Ok(Changes {
             new: inner.new,
-            ..ch
+            uidvalidity_changed: true,
+            ..Changes::default()
         })
     }
 
@@ -1074,19 +1199,28 @@ impl Folder {
         Ok(())
     }
 
-    /// The directory stamps the messages can be vouched for with (see `disk_stamps`): only
-    /// with the UID list their UIDs and the next UID were read from.
+    /// The stamps the messages can be vouched for with (see `disk_stamps`), the UID list's
+    /// being that of the header the UIDVALIDITY and the next UID agree with (`None` when
+    /// unsettled: the next open then reads the header).
     fn stamps_to_save(&self) -> Option<DirStamps> {
-        self.disk_stamps.filter(|d| d[2] == self.list_stamp)
+        self.disk_stamps.map(|mut d| {
+            d[2] = self.head_stamp;
+            d
+        })
     }
 
     /// Whether the index file lacks stamps that would let the next open skip the
-    /// directories, and is still the one this folder last read or wrote.
+    /// directories, and is still the one this folder last read or wrote. Only the UID
+    /// list's differing is not worth rewriting the index for: it costs an open a look at
+    /// its header.
     fn stamps_unsaved(&self) -> bool {
-        let stamps = self.stamps_to_save();
-        stamps.is_some()
-            && stamps != self.index_has_stamps
-            && file_stamp(&self.dir.join("petrel-index")) == self.index_stamp
+        let Some(s) = self.stamps_to_save() else {
+            return false;
+        };
+        let saved = self
+            .index_has_stamps
+            .is_some_and(|h| h[0] == s[0] && h[1] == s[1] && h[3] == s[3]);
+        !saved && file_stamp(&self.dir.join("petrel-index")) == self.index_stamp
     }
 
     /// Makes sure every keyword of `flags` has a letter in `dovecot-keywords`.

@@ -4,10 +4,13 @@
 //! UID, MODSEQ, physical size, RFC822.SIZE (CRLF size) once counted, INTERNALDATE, the
 //! current file name (so a flag change made by another program is noticed and given a new
 //! MODSEQ), and cache blobs the caller supplies (ENVELOPE, BODYSTRUCTURE, …). It also
-//! remembers the stamps (inode, size, mtime in ns) of `new/`, `cur/`, `dovecot-uidlist` and
-//! `dovecot-keywords` as they were at the start of the sync whose result it holds, when they
-//! were old enough to be trusted: a folder whose stamps still match is opened from the index
-//! alone, without reading the directories or the UID list (Dovecot's trick).
+//! remembers the stamps (inode, size, mtime in ns) of `new/`, `cur/` and `dovecot-keywords`
+//! as they were at the start of the sync whose result it holds, when they were old enough
+//! to be trusted, and that of the `dovecot-uidlist` whose header agrees with its UIDVALIDITY
+//! and next UID (none when that one was too new to be trusted): a folder whose stamps still
+//! match is opened from the index alone, without reading the directories or the UID list
+//! (Dovecot's trick). When only the UID list's differs (rewritten by another program), the
+//! open reads the list's first line and nothing else.
 //!
 //! The file is binary, little-endian, laid out so that an open reads only the header, the
 //! fixed-size records and the file names; the cache blobs stay on disk and are read when

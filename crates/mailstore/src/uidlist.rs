@@ -16,7 +16,7 @@
 //! fsync it and rename it over `dovecot-uidlist`.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -51,40 +51,99 @@ pub struct UidList {
     pub entries: Vec<UidEntry>,
 }
 
-impl UidList {
-    /// Parses the file text. `None` when the header is unusable (the caller then treats the
-    /// folder as having no UID list, and a new UIDVALIDITY is made).
-    pub fn parse(text: &str) -> Option<UidList> {
-        let mut lines = text.split('\n');
-        let header = lines.next()?;
-        let mut fields = header.split(' ');
+/// The first line of a UID list: what it says without its entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListHeader {
+    /// UIDVALIDITY (never 0).
+    pub uidvalidity: u32,
+    /// The next UID as the header says it (at least 1). Dovecot may leave it lower than
+    /// the last entry's UID + 1: only [`UidList::next_uid`] is corrected for that.
+    pub next_uid: u32,
+    /// The mailbox GUID (empty if none).
+    pub guid: String,
+    /// Version 1 (`1 UIDVALIDITY NEXTUID`, entries without extension fields).
+    v1: bool,
+}
+
+/// The longest first line [`ListHeader::load`] reads on its own (a longer one, which no
+/// writer makes, is read with the whole file).
+const HEADER_MAX: u64 = 4096;
+
+impl ListHeader {
+    /// Parses a header line. `None` when it is unusable.
+    pub fn parse(line: &str) -> Option<ListHeader> {
+        let mut fields = line.split(' ');
         let version = fields.next()?;
-        let mut list = UidList {
+        let mut h = ListHeader {
             uidvalidity: 0,
             next_uid: 1,
             guid: String::new(),
-            entries: Vec::new(),
+            v1: version == "1",
         };
-        let v1 = version == "1";
-        if v1 {
-            list.uidvalidity = fields.next()?.parse().ok()?;
-            list.next_uid = fields.next()?.parse().ok()?;
+        if h.v1 {
+            h.uidvalidity = fields.next()?.parse().ok()?;
+            h.next_uid = fields.next()?.parse().ok()?;
         } else if version == "3" || version == "2" {
             for f in fields {
                 let (k, v) = f.split_at(f.len().min(1));
                 match k {
-                    "V" => list.uidvalidity = v.parse().ok()?,
-                    "N" => list.next_uid = v.parse().ok()?,
-                    "G" => list.guid = v.to_string(),
+                    "V" => h.uidvalidity = v.parse().ok()?,
+                    "N" => h.next_uid = v.parse().ok()?,
+                    "G" => h.guid = v.to_string(),
                     _ => {}
                 }
             }
         } else {
             return None;
         }
-        if list.uidvalidity == 0 {
+        if h.uidvalidity == 0 {
             return None;
         }
+        h.next_uid = h.next_uid.max(1);
+        Some(h)
+    }
+
+    /// Reads only the header of `dir/dovecot-uidlist` (its first line), for a caller that
+    /// needs the UIDVALIDITY and the next UID but not the entries. `Ok(None)` when the
+    /// file is missing or its header unusable, as [`UidList::load`].
+    pub fn load(dir: &Path) -> io::Result<Option<ListHeader>> {
+        let file = match fs::File::open(dir.join("dovecot-uidlist")) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut line = Vec::with_capacity(128);
+        io::BufReader::with_capacity(512, file)
+            .take(HEADER_MAX)
+            .read_until(b'\n', &mut line)?;
+        if line.last() != Some(&b'\n') && line.len() as u64 >= HEADER_MAX {
+            return Ok(UidList::load(dir)?.map(|l| ListHeader {
+                uidvalidity: l.uidvalidity,
+                next_uid: l.next_uid,
+                guid: l.guid,
+                v1: false,
+            }));
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        Ok(ListHeader::parse(&String::from_utf8_lossy(&line)))
+    }
+}
+
+impl UidList {
+    /// Parses the file text. `None` when the header is unusable (the caller then treats the
+    /// folder as having no UID list, and a new UIDVALIDITY is made).
+    pub fn parse(text: &str) -> Option<UidList> {
+        let mut lines = text.split('\n');
+        let header = ListHeader::parse(lines.next()?)?;
+        let v1 = header.v1;
+        let mut list = UidList {
+            uidvalidity: header.uidvalidity,
+            next_uid: header.next_uid,
+            guid: header.guid,
+            entries: Vec::new(),
+        };
         for line in lines {
             let Some((uid, rest)) = line.split_once(' ') else {
                 continue;
@@ -279,6 +338,37 @@ mod tests {
             "3 V1795407887 N4 Gb6c5\n1 :a.b,S=19,W=22\n3 S5 W6 :c.d\n"
         );
         assert_eq!(UidList::parse(&l.to_text()).unwrap(), l);
+    }
+
+    #[test]
+    fn reads_the_header_alone() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(ListHeader::load(d.path()).unwrap(), None);
+        let path = d.path().join("dovecot-uidlist");
+        fs::write(&path, "3 V1795407887 N1 Gb6c5\n1 :a.b\n3 S5 W6 :c.d\n").unwrap();
+        let h = ListHeader::load(d.path()).unwrap().unwrap();
+        assert_eq!(
+            (h.uidvalidity, h.next_uid, h.guid.as_str()),
+            (1_795_407_887, 1, "b6c5")
+        );
+        // No entry is read: a damaged one after the header does not matter.
+        fs::write(&path, "3 V7 N9\n\u{0}garbage").unwrap();
+        let h = ListHeader::load(d.path()).unwrap().unwrap();
+        assert_eq!((h.uidvalidity, h.next_uid), (7, 9));
+        fs::write(&path, "1 42 10\n7 x.y\n").unwrap();
+        let h = ListHeader::load(d.path()).unwrap().unwrap();
+        assert_eq!((h.uidvalidity, h.next_uid), (42, 10));
+        for bad in ["", "3 N5\n1 :a\n", "####\n", "3 V0 N1\n"] {
+            fs::write(&path, bad).unwrap();
+            assert_eq!(ListHeader::load(d.path()).unwrap(), None, "{bad:?}");
+        }
+        // A header without its line end, and one longer than is read at once.
+        fs::write(&path, "3 V5 N6").unwrap();
+        assert_eq!(ListHeader::load(d.path()).unwrap().unwrap().next_uid, 6);
+        let long = format!("3 V5 N6 X{}\n1 :a\n", "x".repeat(5000));
+        fs::write(&path, long).unwrap();
+        let h = ListHeader::load(d.path()).unwrap().unwrap();
+        assert_eq!((h.uidvalidity, h.next_uid), (5, 6));
     }
 
     #[test]

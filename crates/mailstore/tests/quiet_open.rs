@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)]
 //! Opening a quiet folder from `petrel-index` alone (the stamps of `new/`, `cur/`,
-//! `dovecot-uidlist` and `dovecot-keywords` still match), and everything that must make an
-//! open or a sync look at the directories again. No timings are measured here (see
+//! `dovecot-uidlist` and `dovecot-keywords` still match; a UID list rewritten with the same
+//! UIDVALIDITY costs only a look at its header), and everything that must make an open or a
+//! sync look at the directories again. No timings are measured here (see
 //! `examples/open_bench.rs`); instead of sleeping out the one-second settle time, the
 //! mtimes are moved into the past.
 
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use petrel_mailbox::deliver_maildir;
 use petrel_mailstore::index::Index;
+use petrel_mailstore::uidlist::UidList;
 use petrel_mailstore::{FlagSet, Folder, Store};
 
 fn deliver(root: &Path, n: usize, first_key: usize) {
@@ -336,6 +338,212 @@ fn a_torn_or_garbled_index_is_never_trusted_and_is_rebuilt() {
         assert_eq!(view(&f), want, "{what}");
         drop(f);
         fs::write(&idx, &good).unwrap();
+    }
+}
+
+/// Rewrites `dovecot-uidlist` the way its writers do (a new file renamed over it), changed
+/// by `edit`.
+fn rewrite_uidlist(root: &Path, edit: impl FnOnce(&mut UidList)) {
+    let mut l = UidList::load(root).unwrap().unwrap();
+    edit(&mut l);
+    let tmp = root.join("dovecot-uidlist.tmp");
+    fs::write(&tmp, l.to_text()).unwrap();
+    fs::rename(&tmp, root.join("dovecot-uidlist")).unwrap();
+}
+
+/// Dovecot's way: the same entries with extension fields of its own (GUIDs, sizes) and
+/// another next UID in the header.
+fn dovecot_style(l: &mut UidList, next_uid: u32) {
+    l.next_uid = next_uid;
+    for e in &mut l.entries {
+        e.ext = format!("G{:032x} W{}", e.uid * 7919, 20 + e.uid);
+    }
+}
+
+/// Renames a message file in `cur/` to a name of the same length and puts `cur/`'s mtime
+/// back: the directory's stamp does not change, so only a scan of `cur/` can see it.
+fn hidden_rename(root: &Path, file: &str, to: &str) {
+    assert_eq!(file.len(), to.len());
+    let cur = root.join("cur");
+    let mtime = fs::metadata(&cur).unwrap().modified().unwrap();
+    fs::rename(cur.join(file), cur.join(to)).unwrap();
+    fs::File::open(&cur).unwrap().set_modified(mtime).unwrap();
+}
+
+fn index_stamp(root: &Path) -> (u64, SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(root.join("petrel-index")).unwrap();
+    (m.ino(), m.modified().unwrap())
+}
+
+#[test]
+fn a_uid_list_rewritten_with_the_same_entries_changes_nothing_and_stays_quiet() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("Maildir");
+    deliver(&root, 5, 1);
+    let store = Store::open(&root).unwrap();
+    let mut f = store.folder("INBOX").unwrap();
+    f.set_flags(2, &flags(&["\\Seen"])).unwrap();
+    f.sync().unwrap();
+    drop(f);
+    settle_and_record(&store, &root);
+    let mut f = store.folder("INBOX").unwrap();
+    let want = view(&f);
+    let uidvalidity = f.uidvalidity();
+    assert_eq!(f.uidnext(), 6);
+    assert_eq!(f.sync().unwrap(), Default::default());
+
+    // A rename in cur/ hidden from cur/'s stamp: a sync that scans cur/ would see it.
+    let seen = f.get(2).unwrap().file.clone();
+    assert!(seen.ends_with(":2,S"), "{seen}");
+    let flagged = seen.replace(":2,S", ":2,F");
+    hidden_rename(&root, &seen, &flagged);
+
+    // Dovecot rewrites the list: same UIDs, its own extension fields, a higher next UID.
+    // The sync reads its header and not cur/.
+    rewrite_uidlist(&root, |l| dovecot_style(l, 9));
+    backdate(&root, &["dovecot-uidlist"]);
+    assert_eq!(f.sync().unwrap(), Default::default());
+    assert_eq!(view(&f), want);
+    assert_eq!(f.uidvalidity(), uidvalidity);
+    assert_eq!(f.uidnext(), 9, "the header's next UID is taken");
+
+    // The next sync is quiet: it reads neither the UID list (garbled in place, its stamp
+    // kept: read, it would be a new UIDVALIDITY) nor cur/.
+    let uidlist = root.join("dovecot-uidlist");
+    let saved = garble_keeping_stamp(&uidlist);
+    assert_eq!(f.sync().unwrap(), Default::default());
+    assert_eq!(f.uidvalidity(), uidvalidity);
+    assert_eq!(view(&f), want);
+    restore_keeping_stamp(&uidlist, &saved);
+
+    // A new open is quiet too (the index, not cur/, gives it the messages), with the
+    // header's next UID; and the index is not rewritten for a UID list that only changed.
+    let before = index_stamp(&root);
+    let g = store.folder("INBOX").unwrap();
+    assert_eq!(view(&g), want);
+    assert_eq!(g.uidvalidity(), uidvalidity);
+    assert_eq!(g.uidnext(), 9);
+    drop(g);
+    drop(f);
+    assert_eq!(index_stamp(&root), before, "index rewritten");
+
+    // Once cur/'s stamp shows the rename, it is seen, with the UIDs the list gives.
+    fs::File::open(root.join("cur"))
+        .unwrap()
+        .set_modified(SystemTime::now())
+        .unwrap();
+    let mut f = store.folder("INBOX").unwrap();
+    assert!(f.get(2).unwrap().flags.flagged && !f.get(2).unwrap().flags.seen);
+    assert_eq!(
+        f.messages().map(|m| m.uid).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    // Dovecot's extension fields are kept when the list is written again.
+    assert_eq!(f.append(b"x\n", &FlagSet::default(), None).unwrap(), 9);
+    let text = fs::read_to_string(&uidlist).unwrap();
+    assert!(
+        text.contains(&format!("3 G{:032x} W23 :", 3 * 7919)),
+        "{text}"
+    );
+    assert_eq!(f.sync().unwrap().new, vec![9]);
+}
+
+#[test]
+fn a_uid_list_with_another_uidvalidity_is_seen_by_a_quiet_folder() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("Maildir");
+    deliver(&root, 3, 1);
+    let store = Store::open(&root).unwrap();
+    drop(store.folder("INBOX").unwrap());
+    settle_and_record(&store, &root);
+    let mut f = store.folder("INBOX").unwrap();
+    let old = f.uidvalidity();
+    assert_eq!(f.sync().unwrap(), Default::default());
+    // Re-created with another UIDVALIDITY (and other UIDs), new/ and cur/ untouched.
+    rewrite_uidlist(&root, |l| {
+        l.uidvalidity = old + 10;
+        for e in &mut l.entries {
+            e.uid += 100;
+        }
+        l.next_uid = 200;
+    });
+    backdate(&root, &["dovecot-uidlist"]);
+    let ch = f.sync().unwrap();
+    assert!(ch.uidvalidity_changed, "{ch:?}");
+    assert_eq!(ch.new, vec![101, 102, 103]);
+    assert_eq!(f.uidvalidity(), old + 10);
+    assert_eq!(
+        f.messages().map(|m| m.uid).collect::<Vec<_>>(),
+        [101, 102, 103]
+    );
+    assert_eq!(f.uidnext(), 200);
+    assert_eq!(f.sync().unwrap(), Default::default());
+    drop(f);
+    // A new open does not take the index's UIDVALIDITY either.
+    settle_and_record(&store, &root);
+    rewrite_uidlist(&root, |l| {
+        l.uidvalidity = old + 20;
+        for e in &mut l.entries {
+            e.uid -= 50;
+        }
+    });
+    backdate(&root, &["dovecot-uidlist"]);
+    let f = store.folder("INBOX").unwrap();
+    assert_eq!(f.uidvalidity(), old + 20);
+    assert_eq!(
+        f.messages().map(|m| m.uid).collect::<Vec<_>>(),
+        [51, 52, 53]
+    );
+}
+
+#[test]
+fn a_uid_list_changed_along_with_a_delivery_gives_the_listed_uids() {
+    // A folder opened in full (its UID list read) and one opened quietly (not read).
+    for quiet in [false, true] {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("Maildir");
+        deliver(&root, 3, 1);
+        let store = Store::open(&root).unwrap();
+        let mut f = store.folder("INBOX").unwrap();
+        if quiet {
+            drop(f);
+            settle_and_record(&store, &root);
+            f = store.folder("INBOX").unwrap();
+        }
+        assert_eq!(f.sync().unwrap(), Default::default());
+        // Dovecot delivers one message and gives it UID 40 (its list rewritten), and one
+        // more arrives that no one has given a UID yet.
+        let listed = "1700000001.M1P1Q1.host,S=11";
+        let unlisted = "1700000002.M1P1Q2.host,S=11";
+        for n in [listed, unlisted] {
+            fs::write(root.join("new").join(n), "Subject: y\n").unwrap();
+        }
+        rewrite_uidlist(&root, |l| {
+            dovecot_style(l, 41);
+            l.entries.push(petrel_mailstore::uidlist::UidEntry {
+                uid: 40,
+                ext: String::new(),
+                base: listed.to_string(),
+            });
+        });
+        let ch = f.sync().unwrap();
+        assert_eq!(ch.new, vec![40, 41], "quiet {quiet}");
+        assert!(!ch.uidvalidity_changed);
+        assert!(f.get(40).unwrap().file.starts_with(listed));
+        assert!(f.get(41).unwrap().file.starts_with(unlisted));
+        assert_eq!(f.uidnext(), 42);
+        let l = UidList::load(&root).unwrap().unwrap();
+        assert_eq!(l.entries.last().unwrap().base, unlisted);
+        assert_eq!(l.entries.last().unwrap().uid, 41);
+        // The header alone raised (N60): the next new file gets UID 60.
+        rewrite_uidlist(&root, |l| l.next_uid = 60);
+        fs::write(root.join("new").join("1700000003.M1P1Q3.host"), "z\n").unwrap();
+        assert_eq!(f.sync().unwrap().new, vec![60], "quiet {quiet}");
+        drop(f);
+        let f = store.folder("INBOX").unwrap();
+        let uids: Vec<u32> = f.messages().map(|m| m.uid).collect();
+        assert_eq!(uids, [1, 2, 3, 40, 41, 60]);
     }
 }
 

@@ -470,3 +470,33 @@ fn a_deleted_uid_list_gives_one_new_uidvalidity_and_no_crash() {
     assert_eq!(again.uidvalidity(), v);
     assert_eq!(again.len(), 4);
 }
+
+/// Another program removes files here and there and renames one: one sync finds them all,
+/// and the messages left keep their order and sequence numbers.
+#[test]
+fn files_removed_by_others_here_and_there_are_expunged_in_one_sync() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("Maildir");
+    deliver(&root, 8, 1);
+    let store = Store::open(&root).unwrap();
+    let mut f = store.folder("INBOX").unwrap();
+    let gen = f.expunge_generation();
+    for uid in [1, 4, 5, 8] {
+        fs::remove_file(f.path(uid).unwrap()).unwrap();
+    }
+    let p = f.path(6).unwrap();
+    fs::rename(&p, format!("{}S", p.display())).unwrap();
+    let ch = f.sync().unwrap();
+    assert_eq!(ch.expunged, vec![1, 4, 5, 8]);
+    assert_eq!(ch.flags, vec![6]);
+    assert!(ch.new.is_empty());
+    assert_ne!(f.expunge_generation(), gen);
+    assert_eq!(
+        f.messages().map(|m| m.uid).collect::<Vec<_>>(),
+        [2, 3, 6, 7]
+    );
+    assert_eq!(f.seq_of(6), Some(3));
+    assert_eq!(f.by_seq(4).unwrap().uid, 7);
+    assert!(f.get(6).unwrap().flags.seen);
+    assert!(f.sync().unwrap().expunged.is_empty());
+}
