@@ -25,8 +25,8 @@
 //!
 //! IDLE: a worker watches the new/ and cur/ of every folder a connection idles in with
 //! inotify and sends what changed (new mail, expunges, flag changes by other sessions) at
-//! once; every 5 s it also looks without being told, and every 2 minutes an idling client
-//! hears `* OK Still here`.
+//! once; every 30 s (as Dovecot's mailbox_idle_check_interval) it also looks without
+//! being told, and every 2 minutes an idling client hears `* OK Still here`.
 //!
 //! LIMITS: a command line is at most 64 KiB; before login a command's literals are at most
 //! 8 KiB, after it message_size_limit; FETCH answers are made 128 KiB at a time as the

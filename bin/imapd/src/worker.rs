@@ -26,8 +26,9 @@ const FIRST: usize = 2;
 /// The longest command line (all the lines of one command together).
 const MAX_LINE: usize = 64 * 1024;
 /// Connections in IDLE are also re-synchronised this often (inotify is the fast path;
-/// this catches what it cannot see, e.g. a full watch table).
-const IDLE_POLL: Duration = Duration::from_secs(5);
+/// this catches what it cannot see, e.g. a full watch table or a network file system),
+/// as Dovecot's mailbox_idle_check_interval.
+const IDLE_POLL: Duration = Duration::from_secs(30);
 /// An IDLE connection hears `* OK Still here` this often (as Dovecot's
 /// imap_idle_notify_interval), so NAT boxes and the client know it is alive.
 const IDLE_KEEPALIVE: Duration = Duration::from_secs(120);
