@@ -362,4 +362,38 @@ fn check_imapd_processes(
         sb.log().contains("mail sessions never run as root"),
         "the log says why"
     );
+
+    // authd dies and master starts it again: the spawner, root without DAC capabilities,
+    // cannot reconnect to private/auth, so it ends and master starts a fresh imapd; logins
+    // work again without anyone's help.
+    let authd = sb.pids_of("authd");
+    assert_eq!(authd.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(authd[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    sb.wait_for(
+        "logins to work again after authd died",
+        Duration::from_secs(60),
+        || {
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            if !petrel_tests::imap::read_line(&mut s, Duration::from_secs(5)).starts_with("* OK") {
+                return false;
+            }
+            let r = imap_cmd(&mut s, "c1", "LOGIN petrel-e2e-rcpt x");
+            if r.contains("c1 OK") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            false
+        },
+    );
+    assert!(
+        sb.log().contains("exiting so that master restarts imapd"),
+        "{}",
+        sb.log()
+    );
 }

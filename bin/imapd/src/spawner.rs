@@ -32,6 +32,9 @@ pub struct Spawner {
     /// Started as root: workers become their users.
     switch: bool,
     s: Settings,
+    /// authd went away and cannot be reached again with the capabilities left: end, so
+    /// master starts imapd afresh (as root, able to connect).
+    lost_authd: bool,
 }
 
 impl Spawner {
@@ -44,6 +47,7 @@ impl Spawner {
             workers: HashMap::new(),
             switch,
             s,
+            lost_authd: false,
         }
     }
 
@@ -63,6 +67,12 @@ impl Spawner {
                         log::warn!("session hand-over failed: {e}");
                     }
                     handoff::send(&self.login, &Answer { id, error }, None, false)?;
+                    if self.lost_authd {
+                        return Err(io::Error::other(
+                            "lost the connection to authd, which only a new imapd can reopen; \
+                             exiting so that master restarts imapd",
+                        ));
+                    }
                 }
                 Ok(Received::Nothing) => {}
                 Ok(Received::Closed) => return Ok(()),
@@ -138,7 +148,15 @@ impl Spawner {
         };
         for attempt in 0..2 {
             if self.authd.is_none() {
-                self.authd = Some(connect_authd().map_err(|e| format!("authd: {e}"))?);
+                match connect_authd() {
+                    Ok(s) => self.authd = Some(s),
+                    Err(e) => {
+                        // As root without CAP_DAC_OVERRIDE the spool's private/ is out of
+                        // reach: only a restart gets authd back.
+                        self.lost_authd = self.switch;
+                        return Err(format!("authd: {e}"));
+                    }
+                }
             }
             let Some(s) = self.authd.as_mut() else {
                 continue;
