@@ -28,6 +28,13 @@ fn put(store: &Store, folder: &str, msgs: &[&[u8]]) {
     }
 }
 
+/// [`setup`] with `msgs` in INBOX.
+fn with_inbox(msgs: &[&[u8]]) -> (tempfile::TempDir, Store) {
+    let (d, store) = setup();
+    put(&store, "INBOX", msgs);
+    (d, store)
+}
+
 fn session(store: &Store) -> Session {
     Session::new(store.clone(), "bob").unwrap()
 }
@@ -52,6 +59,15 @@ fn idate(epoch: i64) -> String {
         tm
     };
     format_internal_date(epoch, (tm.tm_gmtoff / 60) as i32)
+}
+
+/// A store in a temporary directory with `msgs` in INBOX, and a session with INBOX
+/// selected (tag `a`).
+fn selected(msgs: &[&[u8]]) -> (tempfile::TempDir, Store, Session) {
+    let (d, store) = with_inbox(msgs);
+    let mut s = session(&store);
+    run(&mut s, "a SELECT INBOX");
+    (d, store, s)
 }
 
 fn tagged(out: &str) -> &str {
@@ -141,8 +157,7 @@ fn wrong_state() {
 
 #[test]
 fn select_and_examine() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2]);
+    let (_d, store) = with_inbox(&[MSG1, MSG2]);
     let mut s = session(&store);
     let uv = store.folder("INBOX").unwrap().uidvalidity();
     let out = run(&mut s, "a1 SELECT INBOX");
@@ -197,10 +212,7 @@ fn select_and_examine() {
 
 #[test]
 fn fetch_items() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2]);
-    let mut s = session(&store);
-    run(&mut s, "a SELECT INBOX");
+    let (_d, _store, mut s) = selected(&[MSG1, MSG2]);
     let out = run(&mut s, "a1 FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE UID)");
     let size = MSG1.len() + MSG1.iter().filter(|&&b| b == b'\n').count();
     assert_eq!(
@@ -315,10 +327,7 @@ fn fetch_sends_the_crlf_form_of_lf_crlf_and_mixed_files() {
     let lf: &[u8] = b"Subject: lf\nFrom: a@example.org\n\nline one\nline two\n";
     let crlf: &[u8] = b"Subject: crlf\r\nFrom: a@example.org\r\n\r\nline one\r\nline two\r\n";
     let mixed: &[u8] = b"Subject: mixed\r\nFrom: a@example.org\n\nline\r\nlone\rcr\n\nend";
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[lf, crlf, mixed]);
-    let mut s = session(&store);
-    run(&mut s, "a SELECT INBOX");
+    let (_d, _store, mut s) = selected(&[lf, crlf, mixed]);
     for (n, m) in [lf, crlf, mixed].into_iter().enumerate() {
         let seq = n + 1;
         let c = crlf_form(m);
@@ -365,10 +374,7 @@ fn fetch_sends_the_crlf_form_of_lf_crlf_and_mixed_files() {
 
 #[test]
 fn fetch_leaves_out_a_message_whose_file_went_away() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG3]);
-    let mut s = session(&store);
-    run(&mut s, "a SELECT INBOX");
+    let (_d, store, mut s) = selected(&[MSG1, MSG3]);
     let first = cur_files(store.root())
         .into_iter()
         .find(|f| fs::read(f).unwrap() == MSG1)
@@ -392,10 +398,7 @@ fn fetch_leaves_out_a_message_whose_file_went_away() {
 
 #[test]
 fn envelope_and_bodystructure_come_from_the_cache() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2]);
-    let mut s = session(&store);
-    run(&mut s, "a SELECT INBOX");
+    let (_d, store, mut s) = selected(&[MSG1, MSG2]);
     let first = run(&mut s, "a1 FETCH 1:* (FLAGS ENVELOPE BODYSTRUCTURE)");
     // Blank the files: a second FETCH must not need them.
     for f in cur_files(store.root()) {
@@ -414,10 +417,7 @@ fn envelope_and_bodystructure_come_from_the_cache() {
 
 #[test]
 fn store_flags() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2, MSG3]);
-    let mut s = session(&store);
-    run(&mut s, "a SELECT INBOX");
+    let (_d, store, mut s) = selected(&[MSG1, MSG2, MSG3]);
     assert_eq!(
         run(&mut s, "a1 STORE 1:2 +FLAGS (\\Seen \\Flagged)"),
         "* 1 FETCH (FLAGS (\\Flagged \\Seen))\r\n* 2 FETCH (FLAGS (\\Flagged \\Seen))\r\na1 OK Store completed.\r\n"
@@ -685,10 +685,7 @@ fn append() {
 
 #[test]
 fn expunge_close_unselect() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2, MSG3, MSG1, MSG2]);
-    let mut s = session(&store);
-    run(&mut s, "a SELECT INBOX");
+    let (_d, store, mut s) = selected(&[MSG1, MSG2, MSG3, MSG1, MSG2]);
     run(&mut s, "a STORE 2,3,5 +FLAGS.SILENT (\\Deleted)");
     assert_eq!(
         run(&mut s, "a1 UID EXPUNGE 1:3"),
@@ -731,10 +728,7 @@ fn expunge_close_unselect() {
 
 #[test]
 fn copy_and_move() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2, MSG3]);
-    let mut s = session(&store);
-    run(&mut s, "a SELECT INBOX");
+    let (_d, store, mut s) = selected(&[MSG1, MSG2, MSG3]);
     run(&mut s, "a STORE 2 +FLAGS.SILENT (\\Flagged $Work)");
     let uv = store.folder("Archive").unwrap().uidvalidity();
     assert_eq!(
@@ -783,10 +777,7 @@ fn copy_and_move() {
 
 #[test]
 fn search_and_esearch() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2, MSG3]);
-    let mut s = session(&store);
-    run(&mut s, "a SELECT INBOX");
+    let (_d, _store, mut s) = selected(&[MSG1, MSG2, MSG3]);
     run(&mut s, "a STORE 2 +FLAGS (\\Seen)");
     run(&mut s, "a EXPUNGE");
     assert_eq!(
@@ -829,8 +820,7 @@ fn search_and_esearch() {
 
 #[test]
 fn two_sessions_see_each_other() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2, MSG3]);
+    let (_d, store) = with_inbox(&[MSG1, MSG2, MSG3]);
     let mut a = session(&store);
     let mut b = session(&store);
     run(&mut a, "a SELECT INBOX");
@@ -897,10 +887,7 @@ fn two_sessions_see_each_other() {
 
 #[test]
 fn new_mail_becomes_exists() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1]);
-    let mut s = session(&store);
-    run(&mut s, "a SELECT INBOX");
+    let (_d, store, mut s) = selected(&[MSG1]);
     assert!(s.updates().unwrap().is_empty());
     fs::write(store.root().join("new/1000.M1P2Q3.host"), MSG2).unwrap();
     assert_eq!(
@@ -937,8 +924,7 @@ fn new_mail_becomes_exists() {
 
 #[test]
 fn copy_after_a_rename_by_another_session() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2]);
+    let (_d, store) = with_inbox(&[MSG1, MSG2]);
     let mut a = session(&store);
     let mut b = session(&store);
     run(&mut a, "a SELECT INBOX");
@@ -957,8 +943,7 @@ fn copy_after_a_rename_by_another_session() {
 
 #[test]
 fn selected_mailbox_guards_and_check() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1]);
+    let (_d, store) = with_inbox(&[MSG1]);
     let mut s = session(&store);
     run(&mut s, "a SELECT Trash");
     assert_eq!(
@@ -1002,6 +987,39 @@ fn ups(s: &mut Session) -> String {
     String::from_utf8(s.updates().unwrap()).unwrap()
 }
 
+/// Two sessions sharing their folders, `a` and `b`, both with INBOX selected.
+fn two_shared(store: &Store) -> (Rc<SharedFolders>, Session, Session) {
+    let folders = SharedFolders::new();
+    let mut a = shared(store, &folders);
+    let mut b = shared(store, &folders);
+    run(&mut a, "a SELECT INBOX");
+    run(&mut b, "b SELECT INBOX");
+    (folders, a, b)
+}
+
+/// Rewrites the header of the folder's `dovecot-uidlist` with the next UIDVALIDITY, as if
+/// the folder had been made anew.
+fn next_uidvalidity(root: &Path) {
+    let list = root.join("dovecot-uidlist");
+    let text = fs::read_to_string(&list).unwrap();
+    let (head, rest) = text.split_once('\n').unwrap();
+    let head: Vec<String> = head
+        .split(' ')
+        .map(|f| match f.strip_prefix('V') {
+            Some(v) => format!("V{}", v.parse::<u32>().unwrap() + 1),
+            None => f.to_string(),
+        })
+        .collect();
+    fs::write(&list, format!("{}\n{rest}", head.join(" "))).unwrap();
+}
+
+/// Asserts that the whole answer to `line` is the lines `want` (each ended by CRLF).
+#[track_caller]
+fn answers(s: &mut Session, line: &str, want: &[&str]) {
+    let want: String = want.iter().map(|l| format!("{l}\r\n")).collect();
+    assert_eq!(run(s, line), want);
+}
+
 /// The number in `MODSEQ (n)` of a response.
 fn modseq_of(out: &str) -> u64 {
     out.split("MODSEQ (")
@@ -1013,42 +1031,45 @@ fn modseq_of(out: &str) -> u64 {
 
 #[test]
 fn shared_folder_flag_changes_reach_the_others_only() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2, MSG3]);
-    let folders = SharedFolders::new();
-    let mut a = shared(&store, &folders);
-    let mut b = shared(&store, &folders);
-    run(&mut a, "a SELECT INBOX");
-    run(&mut b, "b SELECT INBOX");
+    let (_d, store) = with_inbox(&[MSG1, MSG2, MSG3]);
+    let (folders, mut a, mut b) = two_shared(&store);
     assert_eq!(folders.len(), 1);
     assert_eq!(a.selected_dir(), Some(store.root()));
     assert_eq!(b.selected_dir(), Some(store.root()));
     // A's change: answered by its STORE, announced to B once, never again to A.
-    assert_eq!(
-        run(&mut a, "a1 STORE 2 +FLAGS (\\Flagged)"),
-        "* 2 FETCH (FLAGS (\\Flagged))\r\na1 OK Store completed.\r\n"
+    answers(
+        &mut a,
+        "a1 STORE 2 +FLAGS (\\Flagged)",
+        &["* 2 FETCH (FLAGS (\\Flagged))", "a1 OK Store completed."],
     );
     assert_eq!(ups(&mut b), "* 2 FETCH (FLAGS (\\Flagged))\r\n");
     assert_eq!(ups(&mut b), "");
-    assert_eq!(run(&mut a, "a2 NOOP"), "a2 OK NOOP completed.\r\n");
+    answers(&mut a, "a2 NOOP", &["a2 OK NOOP completed."]);
     assert_eq!(ups(&mut a), "");
     // .SILENT: nothing to A, the change to B in its next command's answer.
-    assert_eq!(
-        run(&mut a, "a3 STORE 3 +FLAGS.SILENT (\\Seen)"),
-        "a3 OK Store completed.\r\n"
+    answers(
+        &mut a,
+        "a3 STORE 3 +FLAGS.SILENT (\\Seen)",
+        &["a3 OK Store completed."],
     );
-    assert_eq!(
-        run(&mut b, "b1 FETCH 1 (UID)"),
-        "* 1 FETCH (UID 1)\r\n* 3 FETCH (FLAGS (\\Seen))\r\nb1 OK Fetch completed.\r\n"
+    answers(
+        &mut b,
+        "b1 FETCH 1 (UID)",
+        &[
+            "* 1 FETCH (UID 1)",
+            "* 3 FETCH (FLAGS (\\Seen))",
+            "b1 OK Fetch completed.",
+        ],
     );
-    assert_eq!(run(&mut a, "a4 NOOP"), "a4 OK NOOP completed.\r\n");
+    answers(&mut a, "a4 NOOP", &["a4 OK NOOP completed."]);
     // FETCH BODY[] setting \Seen is A's own change too.
     let out = run(&mut a, "a5 FETCH 1 BODY[]");
     assert!(out.contains(" FLAGS (\\Seen))\r\n"), "{out}");
-    assert_eq!(run(&mut a, "a6 NOOP"), "a6 OK NOOP completed.\r\n");
-    assert_eq!(
-        run(&mut b, "b2 NOOP"),
-        "* 1 FETCH (FLAGS (\\Seen))\r\nb2 OK NOOP completed.\r\n"
+    answers(&mut a, "a6 NOOP", &["a6 OK NOOP completed."]);
+    answers(
+        &mut b,
+        "b2 NOOP",
+        &["* 1 FETCH (FLAGS (\\Seen))", "b2 OK NOOP completed."],
     );
     // With CONDSTORE: UID and MODSEQ; both changes of one message give one FETCH.
     run(&mut b, "b ENABLE CONDSTORE");
@@ -1083,51 +1104,58 @@ fn shared_folder_flag_changes_reach_the_others_only() {
 
 #[test]
 fn shared_folder_expunge_waits_for_a_command_that_allows_it() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1, MSG2, MSG3]);
-    let folders = SharedFolders::new();
-    let mut a = shared(&store, &folders);
-    let mut b = shared(&store, &folders);
-    run(&mut a, "a SELECT INBOX");
-    run(&mut b, "b SELECT INBOX");
+    let (_d, store) = with_inbox(&[MSG1, MSG2, MSG3]);
+    let (folders, mut a, mut b) = two_shared(&store);
     run(&mut a, "a1 STORE 1 +FLAGS.SILENT (\\Deleted)");
-    assert_eq!(
-        run(&mut a, "a2 EXPUNGE"),
-        "* 1 EXPUNGE\r\na2 OK Expunge completed.\r\n"
+    answers(
+        &mut a,
+        "a2 EXPUNGE",
+        &["* 1 EXPUNGE", "a2 OK Expunge completed."],
     );
-    assert_eq!(run(&mut a, "a3 NOOP"), "a3 OK NOOP completed.\r\n");
+    answers(&mut a, "a3 NOOP", &["a3 OK NOOP completed."]);
     // B: FETCH, STORE and SEARCH send no EXPUNGE; the message is a ghost meanwhile.
-    let out = run(&mut b, "b1 FETCH 1:* (UID)");
-    assert_eq!(
-        out,
-        "* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\nb1 OK Fetch completed; some messages were expunged meanwhile.\r\n"
+    answers(
+        &mut b,
+        "b1 FETCH 1:* (UID)",
+        &[
+            "* 2 FETCH (UID 2)",
+            "* 3 FETCH (UID 3)",
+            "b1 OK Fetch completed; some messages were expunged meanwhile.",
+        ],
     );
-    assert_eq!(
-        run(&mut b, "b2 SEARCH ALL"),
-        "* SEARCH 2 3\r\nb2 OK Search completed.\r\n"
+    answers(
+        &mut b,
+        "b2 SEARCH ALL",
+        &["* SEARCH 2 3", "b2 OK Search completed."],
     );
     assert_eq!(
         run(&mut b, "b3 SEARCH 1:2"),
         "* SEARCH 2\r\nb3 OK Search completed.\r\n",
         "sequence numbers are the client's"
     );
-    let out = run(&mut b, "b4 STORE 1:2 +FLAGS (\\Answered)");
-    assert_eq!(
-        out,
-        "* 2 FETCH (FLAGS (\\Answered))\r\nb4 NO Some of the messages no longer exist.\r\n"
+    answers(
+        &mut b,
+        "b4 STORE 1:2 +FLAGS (\\Answered)",
+        &[
+            "* 2 FETCH (FLAGS (\\Answered))",
+            "b4 NO Some of the messages no longer exist.",
+        ],
     );
     // A sees B's change, B's NOOP finally gets the EXPUNGE.
-    assert_eq!(
-        run(&mut a, "a4 NOOP"),
-        "* 1 FETCH (FLAGS (\\Answered))\r\na4 OK NOOP completed.\r\n"
+    answers(
+        &mut a,
+        "a4 NOOP",
+        &["* 1 FETCH (FLAGS (\\Answered))", "a4 OK NOOP completed."],
     );
-    assert_eq!(
-        run(&mut b, "b5 NOOP"),
-        "* 1 EXPUNGE\r\nb5 OK NOOP completed.\r\n"
-    );
-    assert_eq!(
-        run(&mut b, "b6 FETCH 1:* (UID)"),
-        "* 1 FETCH (UID 2)\r\n* 2 FETCH (UID 3)\r\nb6 OK Fetch completed.\r\n"
+    answers(&mut b, "b5 NOOP", &["* 1 EXPUNGE", "b5 OK NOOP completed."]);
+    answers(
+        &mut b,
+        "b6 FETCH 1:* (UID)",
+        &[
+            "* 1 FETCH (UID 2)",
+            "* 2 FETCH (UID 3)",
+            "b6 OK Fetch completed.",
+        ],
     );
     // Also in IDLE (updates) and with an expunge by another process.
     fs::remove_file(&cur_files(store.root())[0]).unwrap();
@@ -1138,8 +1166,7 @@ fn shared_folder_expunge_waits_for_a_command_that_allows_it() {
 
 #[test]
 fn shared_folder_new_mail_is_recent_in_exactly_one_session() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1]);
+    let (_d, store) = with_inbox(&[MSG1]);
     let folders = SharedFolders::new();
     let mut s: Vec<Session> = (0..3).map(|_| shared(&store, &folders)).collect();
     for (i, x) in s.iter_mut().enumerate() {
@@ -1215,13 +1242,8 @@ fn shared_folder_new_mail_is_recent_in_exactly_one_session() {
 
 #[test]
 fn shared_folder_syncs_once_per_turn() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1]);
-    let folders = SharedFolders::new();
-    let mut a = shared(&store, &folders);
-    let mut b = shared(&store, &folders);
-    run(&mut a, "a SELECT INBOX");
-    run(&mut b, "b SELECT INBOX");
+    let (_d, store) = with_inbox(&[MSG1]);
+    let (folders, mut a, mut b) = two_shared(&store);
     folders.tick();
     assert_eq!(ups(&mut a), "");
     fs::write(store.root().join("new/1000.M1P2Q3.host"), MSG2).unwrap();
@@ -1240,8 +1262,7 @@ fn shared_folder_syncs_once_per_turn() {
 
 #[test]
 fn shared_folder_lru_and_uidvalidity() {
-    let (_d, store) = setup();
-    put(&store, "INBOX", &[MSG1]);
+    let (_d, store) = with_inbox(&[MSG1]);
     let folders = SharedFolders::new();
     let mut a = shared(&store, &folders);
     for i in 0..12 {
@@ -1266,17 +1287,7 @@ fn shared_folder_lru_and_uidvalidity() {
     // A new UIDVALIDITY ends the sessions that have the folder selected.
     let mut c = shared(&store, &folders);
     run(&mut c, "c SELECT INBOX");
-    let list = store.root().join("dovecot-uidlist");
-    let text = fs::read_to_string(&list).unwrap();
-    let (head, rest) = text.split_once('\n').unwrap();
-    let head: Vec<String> = head
-        .split(' ')
-        .map(|f| match f.strip_prefix('V') {
-            Some(v) => format!("V{}", v.parse::<u32>().unwrap() + 1),
-            None => f.to_string(),
-        })
-        .collect();
-    fs::write(&list, format!("{}\n{rest}", head.join(" "))).unwrap();
+    next_uidvalidity(store.root());
     fs::write(store.root().join("new/1000.M1P2Q3.host"), MSG2).unwrap();
     folders.tick();
     assert!(ups(&mut c).starts_with("* BYE [UNAVAILABLE]"));
@@ -1421,6 +1432,25 @@ fn put_many(store: &Store, n: usize) {
     put(store, "INBOX", &refs);
 }
 
+/// `n` messages (see [`many`]) in INBOX and [`two_shared`] sessions, `a` streaming its
+/// FETCH answers in pieces of `chunk` bytes.
+fn streaming_pair(
+    n: usize,
+    chunk: usize,
+) -> (
+    tempfile::TempDir,
+    Store,
+    Rc<SharedFolders>,
+    Session,
+    Session,
+) {
+    let (d, store) = setup();
+    put_many(&store, n);
+    let (folders, mut a, b) = two_shared(&store);
+    a.set_streaming(chunk);
+    (d, store, folders, a, b)
+}
+
 /// A command's answer as the program gets it: `handle`, then `resume` while `more`.
 fn pieces(s: &mut Session, line: &str) -> Vec<String> {
     let cmd = parse_command(line.as_bytes()).unwrap();
@@ -1531,14 +1561,7 @@ fn streamed_fetch_is_the_whole_answer_in_pieces() {
 
 #[test]
 fn streamed_fetch_skips_what_another_session_expunged_between_pieces() {
-    let (_d, store) = setup();
-    put_many(&store, 50);
-    let folders = SharedFolders::new();
-    let mut a = shared(&store, &folders);
-    let mut b = shared(&store, &folders);
-    a.set_streaming(4096);
-    run(&mut a, "a SELECT INBOX");
-    run(&mut b, "b SELECT INBOX");
+    let (_d, _store, _folders, mut a, mut b) = streaming_pair(50, 4096);
     let o = a.handle(parse_command(b"a1 FETCH 1:* (UID BODY.PEEK[])").unwrap());
     assert!(o.more);
     let first = String::from_utf8(o.out).unwrap();
@@ -1602,14 +1625,7 @@ fn streamed_fetch_skips_what_another_session_expunged_between_pieces() {
 
 #[test]
 fn streamed_fetch_sets_seen_between_pieces_and_reports_once() {
-    let (_d, store) = setup();
-    put_many(&store, 20);
-    let folders = SharedFolders::new();
-    let mut a = shared(&store, &folders);
-    let mut b = shared(&store, &folders);
-    a.set_streaming(2048);
-    run(&mut a, "a SELECT INBOX");
-    run(&mut b, "b SELECT INBOX");
+    let (_d, _store, _folders, mut a, mut b) = streaming_pair(20, 2048);
     let got = pieces(&mut a, "a1 FETCH 1:* BODY[]");
     assert!(got.len() >= 3, "{} pieces", got.len());
     let all = got.concat();
@@ -1663,29 +1679,12 @@ fn a_command_while_a_fetch_is_streamed_finishes_the_fetch_first() {
 
 #[test]
 fn streamed_fetch_stops_when_the_uidvalidity_changed_between_pieces() {
-    let (_d, store) = setup();
-    put_many(&store, 30);
-    let folders = SharedFolders::new();
-    let mut a = shared(&store, &folders);
-    let mut b = shared(&store, &folders);
-    a.set_streaming(4096);
-    run(&mut a, "a SELECT INBOX");
-    run(&mut b, "b SELECT INBOX");
+    let (_d, store, folders, mut a, mut b) = streaming_pair(30, 4096);
     let o = a.handle(parse_command(b"a1 FETCH 1:* (UID BODY.PEEK[])").unwrap());
     assert!(o.more);
     // A new UIDVALIDITY in the UID list (and new mail, so that the folder looks at it);
     // B's next command syncs the shared folder.
-    let list = store.root().join("dovecot-uidlist");
-    let text = fs::read_to_string(&list).unwrap();
-    let (head, rest) = text.split_once('\n').unwrap();
-    let head: Vec<String> = head
-        .split(' ')
-        .map(|f| match f.strip_prefix('V') {
-            Some(v) => format!("V{}", v.parse::<u32>().unwrap() + 1),
-            None => f.to_string(),
-        })
-        .collect();
-    fs::write(&list, format!("{}\n{rest}", head.join(" "))).unwrap();
+    next_uidvalidity(store.root());
     fs::write(store.root().join("new/1000.M1P2Q3.host"), MSG2).unwrap();
     folders.tick();
     let out = run(&mut b, "b1 NOOP");

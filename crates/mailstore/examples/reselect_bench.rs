@@ -25,10 +25,13 @@
 //! changed): the cost of a sync that must look at the directories.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -70,56 +73,21 @@ fn diff(a: &Snap, b: &Snap) -> String {
     }
 }
 
+/// Dovecot's `imap` run from a throwaway config (the one the tests use).
 struct Dovecot {
-    conf: PathBuf,
-    home: PathBuf,
+    config: common::Dovecot,
+    /// Whom to run it as (setpriv) when we are root: the mail user.
     uid: Option<u32>,
 }
 
 impl Dovecot {
-    fn setup(base: &Path, maildir: &Path) -> Dovecot {
-        let home = base.join("home");
-        fs::create_dir_all(&home).unwrap();
+    fn setup(base: &Path) -> Dovecot {
+        let config = common::Dovecot::new(base); // gives `base` to the mail user
+                                                 // SAFETY: geteuid cannot fail and touches no memory of ours.
         let root = unsafe { libc::geteuid() } == 0;
-        let (uid, gid) = if root {
-            (65534, 65534)
-        } else {
-            unsafe { (libc::geteuid(), libc::getegid()) }
-        };
-        let conf = base.join("dovecot.conf");
-        fs::write(
-            &conf,
-            format!(
-                "base_dir = {b}/run\nlog_path = {b}/log\nssl = no\n\
-                 mail_location = maildir:{m}\nmail_uid = {uid}\nmail_gid = {gid}\n\
-                 first_valid_uid = 0\nfirst_valid_gid = 0\n\
-                 namespace inbox {{\n  inbox = yes\n}}\n\
-                 passdb {{\n  driver = static\n  args = password=x\n}}\n\
-                 userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={h}\n}}\n",
-                b = base.display(),
-                m = maildir.display(),
-                h = home.display(),
-            ),
-        )
-        .unwrap();
-        let d = Dovecot {
-            conf,
-            home,
-            uid: root.then_some(uid),
-        };
-        d.chown(base);
-        d
-    }
-
-    fn chown(&self, path: &Path) {
-        if let Some(uid) = self.uid {
-            let st = Command::new("chown")
-                .arg("-R")
-                .arg(format!("{uid}:{uid}"))
-                .arg(path)
-                .status()
-                .unwrap();
-            assert!(st.success());
+        Dovecot {
+            uid: root.then_some(config.uid),
+            config,
         }
     }
 
@@ -136,8 +104,8 @@ impl Dovecot {
             }
             None => Command::new("/usr/lib/dovecot/imap"),
         };
-        c.arg("-c").arg(&self.conf);
-        c.env("USER", "petreltest").env("HOME", &self.home);
+        c.arg("-c").arg(&self.config.conf);
+        c.env("USER", "petreltest").env("HOME", &self.config.home);
         c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -252,7 +220,7 @@ fn main() {
     let t0 = Instant::now();
     build(&maildir.join("cur"), n);
     println!("N={n}: built in {:.2?}", t0.elapsed());
-    let dove = (other == Other::Dovecot).then(|| Dovecot::setup(base, &maildir));
+    let dove = (other == Other::Dovecot).then(|| Dovecot::setup(base));
     let store = Store::open(&maildir).unwrap();
     if other == Other::Rewrite {
         // The UID list exists before Petrel opens the folder, as when Dovecot made it.
@@ -327,7 +295,7 @@ fn main() {
     petrel("petrel warm-up", &mut step);
     if let Some(d) = &dove {
         step("chown -R", &mut || {
-            d.chown(&maildir);
+            d.config.chown(&maildir);
             String::new()
         });
     }
@@ -373,11 +341,5 @@ fn main() {
 
 /// `--open-once ROOT`: opens INBOX once, drops it and prints how long the open took.
 fn open_once(root: &Path) {
-    let store = Store::open(root).unwrap();
-    let t0 = Instant::now();
-    let f = store.folder("INBOX").unwrap();
-    let took = t0.elapsed();
-    assert!(!f.is_empty());
-    drop(f);
-    println!("{took:.2?}");
+    println!("{:.2?}", common::timed_open(root));
 }

@@ -2,70 +2,16 @@
 //! Interop with a Maildir written by the installed Dovecot (`doveadm`), both ways. Skipped
 //! with a printed reason when `doveadm` is missing or cannot run here.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::chown;
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod common;
 
+use common::Dovecot;
 use petrel_mailstore::{FlagSet, Store};
-
-/// Runs doveadm with a throwaway config; `None` when it could not be run at all.
-fn doveadm(conf: &Path, home: &Path, args: &[&str], stdin: Option<&[u8]>) -> Option<String> {
-    let mut c = Command::new("doveadm");
-    c.arg("-c").arg(conf).args(args);
-    c.env("USER", "petreltest").env("HOME", home);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().ok()?;
-    if let Some(data) = stdin {
-        child.stdin.take().unwrap().write_all(data).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "doveadm {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 #[test]
 fn dovecot_written_maildir_opens_with_the_same_folders_flags_and_uids() {
     let t = tempfile::tempdir().unwrap();
-    let base = t.path();
-    let maildir = base.join("Maildir");
-    let home = base.join("home");
-    fs::create_dir(&home).unwrap();
-    // Dovecot refuses mail access as root: run as the owner of the directory.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let (uid, gid) = if uid == 0 { (65534, 65534) } else { (uid, gid) };
-    if uid == 65534 {
-        for p in [base, home.as_path()] {
-            chown(p, Some(uid), Some(gid)).unwrap();
-        }
-    }
-    let conf = base.join("dovecot.conf");
-    fs::write(
-        &conf,
-        format!(
-            "base_dir = {b}/run\nlog_path = {b}/log\nssl = no\n\
-             mail_location = maildir:{m}\nmail_uid = {uid}\nmail_gid = {gid}\n\
-             first_valid_uid = 0\nfirst_valid_gid = 0\n\
-             namespace inbox {{\n  inbox = yes\n}}\n\
-             passdb {{\n  driver = static\n  args = password=x\n}}\n\
-             userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={h}\n}}\n",
-            b = base.display(),
-            m = maildir.display(),
-            h = home.display(),
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str], stdin: Option<&[u8]>| doveadm(&conf, &home, args, stdin);
+    let dove = Dovecot::new(t.path());
+    let run = |args: &[&str], stdin: Option<&[u8]>| dove.doveadm(args, stdin);
     if run(
         &["mailbox", "create", "-s", "Foo", "Lists.work", "Café"],
         None,
@@ -82,30 +28,11 @@ fn dovecot_written_maildir_opens_with_the_same_folders_flags_and_uids() {
         Some(b"Subject: c\n\nhello3\n"),
     )
     .unwrap();
-    run(
-        &[
-            "flags",
-            "add",
-            "\\Seen $Junk",
-            "mailbox",
-            "INBOX",
-            "uid",
-            "1",
-        ],
-        None,
-    )
-    .unwrap();
-    run(
-        &[
-            "flags",
-            "add",
-            "\\Answered \\Flagged \\Deleted \\Draft $Forwarded foo",
-            "mailbox",
-            "INBOX",
-            "uid",
-            "2",
-        ],
-        None,
+    dove.add_flags("INBOX", 1, "\\Seen $Junk").unwrap();
+    dove.add_flags(
+        "INBOX",
+        2,
+        "\\Answered \\Flagged \\Deleted \\Draft $Forwarded foo",
     )
     .unwrap();
     let dove_uidvalidity = run(
@@ -123,7 +50,7 @@ fn dovecot_written_maildir_opens_with_the_same_folders_flags_and_uids() {
         .parse()
         .unwrap();
 
-    let store = Store::open(&maildir).unwrap();
+    let store = Store::open(&dove.maildir).unwrap();
     let names: Vec<(String, bool)> = store
         .list()
         .unwrap()
@@ -209,13 +136,7 @@ fn dovecot_written_maildir_opens_with_the_same_folders_flags_and_uids() {
     pm.append(b"Subject: e\n\nx\n", &FlagSet::default(), None)
         .unwrap();
     drop(pm);
-    if uid == 65534 {
-        let _ = Command::new("chown")
-            .arg("-R")
-            .arg("65534:65534")
-            .arg(&maildir)
-            .status();
-    }
+    dove.chown(&dove.maildir);
     let out = run(&["fetch", "uid flags", "mailbox", "INBOX", "all"], None).unwrap();
     assert!(out.contains("uid: 1\nflags: \\Flagged newkw"), "{out}");
     assert!(

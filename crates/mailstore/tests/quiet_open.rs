@@ -6,34 +6,18 @@
 //! `examples/open_bench.rs`); instead of sleeping out the one-second settle time, the
 //! mtimes are moved into the past.
 
+mod common;
+
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use petrel_mailbox::deliver_maildir;
+use common::{deliver, delivered, flags, Dovecot};
 use petrel_mailstore::index::Index;
 use petrel_mailstore::uidlist::UidList;
 use petrel_mailstore::{FlagSet, Folder, Store};
-
-fn deliver(root: &Path, n: usize, first_key: usize) {
-    for i in first_key..first_key + n {
-        let body = format!("Subject: m{i}\n\nbody {i}\n");
-        deliver_maildir(
-            root,
-            &format!("Q{i:05}.R0"),
-            1000 + i as u64,
-            &[body.as_bytes()],
-        )
-        .unwrap();
-    }
-}
-
-fn flags(names: &[&str]) -> FlagSet {
-    FlagSet::from_imap(names.iter().copied())
-}
+use tempfile::TempDir;
 
 /// Moves the mtimes of `names` in `dir` ten seconds back: as if they had been left alone
 /// for that long.
@@ -63,6 +47,15 @@ fn settle_and_record(store: &Store, dir: &Path) {
     let i = Index::load(dir).unwrap();
     assert!(i.stamps.is_some(), "the index records the settled stamps");
     backdate(dir, &["petrel-index"]);
+}
+
+/// `n` messages delivered (see [`delivered`]) and the folder opened once, its stamps
+/// recorded: its next open is quiet.
+fn recorded(n: usize) -> (TempDir, PathBuf, Store) {
+    let (t, root, store) = delivered(n);
+    drop(store.folder("INBOX").unwrap());
+    settle_and_record(&store, &root);
+    (t, root, store)
 }
 
 /// Everything a client sees of the folder (not the MODSEQs, which a rebuilt index
@@ -109,10 +102,7 @@ fn cur_file(root: &Path, f: &Folder, uid: u32) -> PathBuf {
 
 #[test]
 fn a_quiet_folder_opens_from_the_index_and_every_change_is_noticed() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 5, 1);
-    let store = Store::open(&root).unwrap();
+    let (_t, root, store) = delivered(5);
     let mut f = store.folder("INBOX").unwrap();
     f.set_cache(2, 1, b"(ENVELOPE 2)").unwrap();
     f.set_cache(2, 2, b"(BODY 2)").unwrap();
@@ -234,12 +224,7 @@ fn a_quiet_folder_opens_from_the_index_and_every_change_is_noticed() {
 
 #[test]
 fn a_quiet_open_is_followed_by_quiet_syncs_until_something_changes() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 3, 1);
-    let store = Store::open(&root).unwrap();
-    drop(store.folder("INBOX").unwrap());
-    settle_and_record(&store, &root);
+    let (_t, root, store) = recorded(3);
     let mut f = store.folder("INBOX").unwrap();
     // The UID list garbled in place is not read by the syncs of a quiet folder either.
     let uidlist = root.join("dovecot-uidlist");
@@ -269,10 +254,7 @@ fn index_parts(data: &[u8]) -> (usize, usize, usize) {
 
 #[test]
 fn a_torn_or_garbled_index_is_never_trusted_and_is_rebuilt() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 4, 1);
-    let store = Store::open(&root).unwrap();
+    let (_t, root, store) = delivered(4);
     let mut f = store.folder("INBOX").unwrap();
     for uid in 1..=4 {
         f.set_cache(uid, 1, format!("(ENVELOPE {uid})").as_bytes())
@@ -378,10 +360,7 @@ fn index_stamp(root: &Path) -> (u64, SystemTime) {
 
 #[test]
 fn a_uid_list_rewritten_with_the_same_entries_changes_nothing_and_stays_quiet() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 5, 1);
-    let store = Store::open(&root).unwrap();
+    let (_t, root, store) = delivered(5);
     let mut f = store.folder("INBOX").unwrap();
     f.set_flags(2, &flags(&["\\Seen"])).unwrap();
     f.sync().unwrap();
@@ -451,12 +430,7 @@ fn a_uid_list_rewritten_with_the_same_entries_changes_nothing_and_stays_quiet() 
 
 #[test]
 fn a_uid_list_with_another_uidvalidity_is_seen_by_a_quiet_folder() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 3, 1);
-    let store = Store::open(&root).unwrap();
-    drop(store.folder("INBOX").unwrap());
-    settle_and_record(&store, &root);
+    let (_t, root, store) = recorded(3);
     let mut f = store.folder("INBOX").unwrap();
     let old = f.uidvalidity();
     assert_eq!(f.sync().unwrap(), Default::default());
@@ -501,10 +475,7 @@ fn a_uid_list_with_another_uidvalidity_is_seen_by_a_quiet_folder() {
 fn a_uid_list_changed_along_with_a_delivery_gives_the_listed_uids() {
     // A folder opened in full (its UID list read) and one opened quietly (not read).
     for quiet in [false, true] {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("Maildir");
-        deliver(&root, 3, 1);
-        let store = Store::open(&root).unwrap();
+        let (_t, root, store) = delivered(3);
         let mut f = store.folder("INBOX").unwrap();
         if quiet {
             drop(f);
@@ -547,94 +518,26 @@ fn a_uid_list_changed_along_with_a_delivery_gives_the_listed_uids() {
     }
 }
 
-/// Runs doveadm with a throwaway config; `None` when it could not be run at all.
-fn doveadm(conf: &Path, home: &Path, args: &[&str], stdin: Option<&[u8]>) -> Option<String> {
-    let mut c = Command::new("doveadm");
-    c.arg("-c").arg(conf).args(args);
-    c.env("USER", "petreltest").env("HOME", home);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().ok()?;
-    if let Some(data) = stdin {
-        child.stdin.take().unwrap().write_all(data).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "doveadm {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 #[test]
 fn a_dovecot_written_folder_opens_quietly_and_dovecots_changes_are_seen() {
     let t = tempfile::tempdir().unwrap();
-    let base = t.path();
-    let maildir = base.join("Maildir");
-    let home = base.join("home");
-    fs::create_dir(&home).unwrap();
-    // Dovecot refuses mail access as root: run as the owner of the directory.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let (uid, gid) = if uid == 0 { (65534, 65534) } else { (uid, gid) };
-    let chown_all = || {
-        if uid == 65534 {
-            let _ = Command::new("chown")
-                .arg("-R")
-                .arg("65534:65534")
-                .arg(base)
-                .status();
-        }
-    };
-    chown_all();
-    let conf = base.join("dovecot.conf");
-    fs::write(
-        &conf,
-        format!(
-            "base_dir = {b}/run\nlog_path = {b}/log\nssl = no\n\
-             mail_location = maildir:{m}\nmail_uid = {uid}\nmail_gid = {gid}\n\
-             first_valid_uid = 0\nfirst_valid_gid = 0\n\
-             namespace inbox {{\n  inbox = yes\n}}\n\
-             passdb {{\n  driver = static\n  args = password=x\n}}\n\
-             userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={h}\n}}\n",
-            b = base.display(),
-            m = maildir.display(),
-            h = home.display(),
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str], stdin: Option<&[u8]>| doveadm(&conf, &home, args, stdin);
+    let dove = Dovecot::new(t.path());
+    let run = |args: &[&str], stdin: Option<&[u8]>| dove.doveadm(args, stdin);
     if run(&["save", "-m", "INBOX"], Some(b"Subject: a\n\nhello\n")).is_none() {
         eprintln!("SKIPPED: doveadm is missing or cannot run here");
         return;
     }
     run(&["save", "-m", "INBOX"], Some(b"Subject: b\n\nhello2\n")).unwrap();
-    run(
-        &[
-            "flags",
-            "add",
-            "\\Seen $Junk",
-            "mailbox",
-            "INBOX",
-            "uid",
-            "1",
-        ],
-        None,
-    )
-    .unwrap();
-    let store = Store::open(&maildir).unwrap();
+    dove.add_flags("INBOX", 1, "\\Seen $Junk").unwrap();
+    let store = Store::open(&dove.maildir).unwrap();
     let f = store.folder("INBOX").unwrap();
     assert_eq!(f.messages().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(f.get(1).unwrap().flags.to_imap(), ["\\Seen", "$Junk"]);
     let uidvalidity = f.uidvalidity();
     drop(f);
-    settle_and_record(&store, &maildir);
+    settle_and_record(&store, &dove.maildir);
     // Opened from the index alone: Dovecot's UID list, garbled in place, is not read.
-    let uidlist = maildir.join("dovecot-uidlist");
+    let uidlist = dove.maildir.join("dovecot-uidlist");
     let saved = garble_keeping_stamp(&uidlist);
     let f = store.folder("INBOX").unwrap();
     assert_eq!(f.uidvalidity(), uidvalidity);
@@ -645,20 +548,8 @@ fn a_dovecot_written_folder_opens_quietly_and_dovecots_changes_are_seen() {
 
     // Dovecot changes flags (a rename in cur/, a new keyword), saves a message and
     // expunges one: all of it is seen by the next open.
-    chown_all();
-    run(
-        &[
-            "flags",
-            "add",
-            "\\Flagged $Later",
-            "mailbox",
-            "INBOX",
-            "uid",
-            "2",
-        ],
-        None,
-    )
-    .unwrap();
+    dove.chown(t.path());
+    dove.add_flags("INBOX", 2, "\\Flagged $Later").unwrap();
     run(&["save", "-m", "INBOX"], Some(b"Subject: c\n\nhello3\n")).unwrap();
     run(&["expunge", "mailbox", "INBOX", "uid", "1"], None).unwrap();
     let f = store.folder("INBOX").unwrap();

@@ -1,45 +1,18 @@
 #![allow(clippy::unwrap_used)]
 //! Store and folder behaviour on real directories.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use petrel_mailbox::deliver_maildir;
+use common::{cur_files, deliver, delivered, flags};
 use petrel_mailstore::{FlagSet, Store, StoreError};
-
-fn deliver(root: &Path, n: usize, first_key: usize) {
-    for i in first_key..first_key + n {
-        let body = format!("Subject: m{i}\n\nbody {i}\n");
-        deliver_maildir(
-            root,
-            &format!("Q{i:05}.R0"),
-            1000 + i as u64,
-            &[body.as_bytes()],
-        )
-        .unwrap();
-    }
-}
-
-fn cur_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir.join("cur"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
-}
-
-fn flags(names: &[&str]) -> FlagSet {
-    FlagSet::from_imap(names.iter().copied())
-}
 
 #[test]
 fn delivered_mail_gets_uids_in_order_and_keeps_them() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 3, 1);
-    let store = Store::open(&root).unwrap();
+    let (_t, root, store) = delivered(3);
     let f = store.folder("INBOX").unwrap();
     let uids: Vec<u32> = f.messages().map(|m| m.uid).collect();
     assert_eq!(uids, vec![1, 2, 3]);
@@ -79,10 +52,7 @@ fn delivered_mail_gets_uids_in_order_and_keeps_them() {
 
 #[test]
 fn flags_and_keywords_round_trip_through_file_names() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 2, 1);
-    let store = Store::open(&root).unwrap();
+    let (_t, root, store) = delivered(2);
     let mut f = store.folder("INBOX").unwrap();
     let hm = f.highest_modseq();
     f.set_flags(1, &flags(&["\\Seen", "\\Deleted", "$Junk", "\\Answered"]))
@@ -112,10 +82,7 @@ fn flags_and_keywords_round_trip_through_file_names() {
 
 #[test]
 fn other_sessions_renames_and_unlinks_are_seen() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 3, 1);
-    let store = Store::open(&root).unwrap();
+    let (_t, root, store) = delivered(3);
     let mut a = store.folder("INBOX").unwrap();
     let mut b = store.folder("INBOX").unwrap();
     // b changes flags of 2 and expunges 3.
@@ -204,10 +171,7 @@ fn append_expunge_copy() {
 
 #[test]
 fn torn_index_is_rebuilt_and_warm_index_is_used() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 3, 1);
-    let store = Store::open(&root).unwrap();
+    let (_t, root, store) = delivered(3);
     let mut f = store.folder("INBOX").unwrap();
     f.set_cache(2, 1, b"(ENVELOPE)").unwrap();
     f.set_flags(3, &flags(&["\\Seen"])).unwrap();
@@ -241,10 +205,7 @@ fn torn_index_is_rebuilt_and_warm_index_is_used() {
 
 #[test]
 fn uidlist_lock_is_honoured() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 1, 1);
-    let mut store = Store::open(&root).unwrap();
+    let (_t, root, mut store) = delivered(1);
     store.set_lock_timeout(Duration::from_millis(50));
     let mut f = store.folder("INBOX").unwrap();
     fs::write(root.join("dovecot-uidlist.lock"), b"123\n").unwrap();
@@ -447,10 +408,7 @@ fn a_quiet_folder_is_not_rescanned_but_every_change_is_seen() {
 /// on every nested resync until the stack overflowed.
 #[test]
 fn a_deleted_uid_list_gives_one_new_uidvalidity_and_no_crash() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 3, 1);
-    let store = Store::open(&root).unwrap();
+    let (_t, root, store) = delivered(3);
     let mut f = store.folder("INBOX").unwrap();
     let old = f.uidvalidity();
     fs::remove_file(root.join("dovecot-uidlist")).unwrap();
@@ -475,10 +433,7 @@ fn a_deleted_uid_list_gives_one_new_uidvalidity_and_no_crash() {
 /// and the messages left keep their order and sequence numbers.
 #[test]
 fn files_removed_by_others_here_and_there_are_expunged_in_one_sync() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("Maildir");
-    deliver(&root, 8, 1);
-    let store = Store::open(&root).unwrap();
+    let (_t, _root, store) = delivered(8);
     let mut f = store.folder("INBOX").unwrap();
     let gen = f.expunge_generation();
     for uid in [1, 4, 5, 8] {
