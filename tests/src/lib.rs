@@ -221,33 +221,18 @@ impl Sandbox {
         let Some(master) = self.master_pid() else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid ...
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_string()) else {
-                continue;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            if fields.get(1).and_then(|p| p.parse::<i32>().ok()) != Some(master)
-                || fields.first() == Some(&"Z")
-            {
-                continue;
-            }
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let argv0 = cmd.split(|&b| b == 0).next().unwrap_or_default();
-            let name = Path::new(std::str::from_utf8(argv0).unwrap_or(""))
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            out.push((pid, name));
-        }
-        out
+        Sandbox::children_of(master)
+            .into_iter()
+            .map(|(pid, _)| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let argv0 = cmd.split(|&b| b == 0).next().unwrap_or_default();
+                let name = Path::new(std::str::from_utf8(argv0).unwrap_or(""))
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                (pid, name)
+            })
+            .collect()
     }
 
     /// (pid, process name as /proc/PID/comm says) of the live children of `parent`: the
