@@ -487,33 +487,17 @@ def idle_test(s, n, limit, conc=8):
     dict with memory before/after, the count opened and errors."""
     time.sleep(1.0)  # let processes of earlier sessions exit
     before = memory(s.pids())
-    conns, errors = [], []
+    conns = []
     lock = threading.Lock()
-    deadline = time.time() + limit
 
-    def worker(w):
-        for i in range(w, n, conc):
-            if time.time() > deadline:
-                with lock:
-                    errors.append(f"out of time at connection {i}")
-                return
-            try:
-                c = login_select(s.port, s.password)
-                c.idle()
-                with lock:
-                    conns.append(c)
-            except Exception as e:  # noqa: BLE001 (counted and reported)
-                with lock:
-                    errors.append(f"connection {i}: {type(e).__name__}: {e}")
-                if len(errors) > 20:
-                    return
+    def one(_i):
+        c = login_select(s.port, s.password)
+        c.idle()
+        with lock:
+            conns.append(c)
 
     t = time.time()
-    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(conc)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=max(1.0, deadline - time.time()) + 30)
+    _, errors = bl.run_parallel(n, conc, limit, one)
     open_s = time.time() - t
     time.sleep(2.0)  # settle
     pids = s.pids()

@@ -51,6 +51,7 @@
 //! imapd_tls_security_level, imapd_tls_wrappermode.
 
 mod handoff;
+mod input;
 mod login;
 mod outbuf;
 mod server;

@@ -5,6 +5,7 @@
 //! through a socket pair this loop relays to (TLS stays here, the session never sees it).
 
 use crate::handoff::{self, Answer, ConnState, Received};
+use crate::input::{read_into, Input};
 use crate::login::{self, Settings, TlsLevel, PREAUTH_TIMEOUT};
 use crate::outbuf::{Outbuf, PAUSE_OUT};
 use mio::net::{TcpListener, TcpStream, UnixStream};
@@ -123,7 +124,7 @@ pub struct Server {
     tls: Option<ServerConfig>,
     /// The socket to the spawner, and requests waiting to be sent on it.
     spawner: OwnedFd,
-    to_spawner: VecDeque<(Vec<u8>, OwnedFd)>,
+    to_spawner: VecDeque<(u64, Vec<u8>, OwnedFd)>,
     /// Hand-over requests in flight: id → connection.
     handoffs: HashMap<u64, usize>,
     next_id: u64,
@@ -300,7 +301,6 @@ impl Server {
             self.relay(t);
             return;
         }
-        let mut buf = vec![0u8; READ_CHUNK];
         loop {
             let need_input = self.process(t);
             self.flush(t);
@@ -317,19 +317,13 @@ impl Server {
             let Some(stream) = c.stream.as_mut() else {
                 return;
             };
-            match stream.read(&mut buf) {
-                Ok(0) => {
-                    self.close(t);
-                    return;
-                }
-                Ok(n) => {
+            match read_into(stream, &mut self.buf[..READ_CHUNK], &mut c.reader) {
+                Input::Got(n) => {
                     c.bytes_in += n as u64;
                     c.last = Instant::now();
-                    c.reader.push(&buf[..n]);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Input::Wait => return,
+                Input::End => {
                     self.close(t);
                     return;
                 }
@@ -632,7 +626,7 @@ impl Server {
         match postcard::to_stdvec(&req) {
             Ok(bytes) => {
                 self.handoffs.insert(id, t);
-                self.to_spawner.push_back((bytes, fd));
+                self.to_spawner.push_back((id, bytes, fd));
                 self.flush_spawner();
             }
             Err(e) => {
@@ -644,7 +638,7 @@ impl Server {
 
     /// Sends what waits for the spawner.
     fn flush_spawner(&mut self) {
-        while let Some((bytes, fd)) = self.to_spawner.front() {
+        while let Some((id, bytes, fd)) = self.to_spawner.front() {
             match handoff::send_bytes(&self.spawner, bytes, Some(fd.as_raw_fd()), true) {
                 Ok(()) => {
                     self.to_spawner.pop_front();
@@ -652,12 +646,10 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     log::warn!("to the spawner: {e}");
-                    if let Some((bytes, _)) = self.to_spawner.pop_front() {
-                        if let Ok(req) = postcard::from_bytes::<handoff::Login>(&bytes) {
-                            if let Some(t) = self.handoffs.remove(&req.id) {
-                                self.handoff_failed(t);
-                            }
-                        }
+                    let id = *id;
+                    self.to_spawner.pop_front();
+                    if let Some(t) = self.handoffs.remove(&id) {
+                        self.handoff_failed(t);
                     }
                 }
             }

@@ -5,6 +5,7 @@
 //! in IDLE is woken by inotify on its folder's `new/` and `cur/`.
 
 use crate::handoff::{self, ConnState, FdStream, Received};
+use crate::input::{read_into, Input};
 use crate::login::Settings;
 use crate::outbuf::{Outbuf, PAUSE_OUT};
 use mio::unix::SourceFd;
@@ -14,7 +15,7 @@ use petrel_imap_proto::{parse_command, CommandReader, ReadEvent};
 use petrel_imap_session::session::Session;
 use petrel_imap_session::SharedFolders;
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -312,19 +313,13 @@ impl Worker {
                 }
                 return;
             }
-            match c.stream.read(&mut self.buf) {
-                Ok(0) => {
-                    self.close(t);
-                    return;
-                }
-                Ok(n) => {
+            match read_into(&mut c.stream, &mut self.buf, &mut c.reader) {
+                Input::Got(n) => {
                     c.bytes_in += n as u64;
                     c.last = Instant::now();
-                    c.reader.push(&self.buf[..n]);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Input::Wait => return,
+                Input::End => {
                     self.close(t);
                     return;
                 }
