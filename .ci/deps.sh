@@ -15,6 +15,10 @@ command -v doveadm >/dev/null 2>&1 || need="$need dovecot-core"
 command -v mbsync >/dev/null 2>&1 || need="$need isync"
 command -v mutt >/dev/null 2>&1 || command -v neomutt >/dev/null 2>&1 || need="$need mutt"
 command -v tmux >/dev/null 2>&1 || need="$need tmux"
+# pop3d with real clients (tests/tests/pop3d.rs) and Dovecot's pop3 for bench/pop3.py.
+command -v fetchmail >/dev/null 2>&1 || need="$need fetchmail"
+command -v getmail6 >/dev/null 2>&1 || command -v getmail >/dev/null 2>&1 || need="$need getmail6"
+[ -x /usr/lib/dovecot/pop3 ] || need="$need dovecot-pop3d"
 # Network-namespace tests (two hosts) and a certificate for an IP address (TLS verify).
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
@@ -39,6 +43,8 @@ if [ -x /usr/sbin/postfix ]; then
 	postfix stop >/dev/null 2>&1 || true
 	systemctl disable --now postfix >/dev/null 2>&1 || true
 fi
+# fetchmail's Debian package ships a (disabled) system daemon: keep it off.
+systemctl disable --now fetchmail >/dev/null 2>&1 || true
 if [ -x /usr/sbin/dovecot ]; then
 	systemctl disable --now dovecot >/dev/null 2>&1 || true
 	pkill -x dovecot >/dev/null 2>&1 || true

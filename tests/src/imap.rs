@@ -27,8 +27,12 @@ pub fn ensure_listener(sb: &Sandbox, port: u16, cmd: &str) {
         .lines()
         .any(|l| l.split_whitespace().next() == Some(name.as_str()));
     if !listed {
-        // imapd starts as root (unpriv n) to start sessions as their users.
-        let unpriv = if cmd.starts_with("imapd") { "n" } else { "-" };
+        // imapd and pop3d start as root (unpriv n) to start sessions as their users.
+        let unpriv = if cmd.starts_with("imapd") || cmd.starts_with("pop3d") {
+            "n"
+        } else {
+            "-"
+        };
         sb.add_service(&format!(
             "{name:<18} inet  n       {unpriv}      n      -      1       {cmd}"
         ));

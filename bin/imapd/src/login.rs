@@ -1,37 +1,18 @@
-//! The not-authenticated state's pure parts: settings, the capability list, SASL PLAIN
-//! and where a user's mailbox is.
+//! The not-authenticated state: settings, the capability list, and the pre-login
+//! dialogue the shared login process runs ([`ImapLogin`], a
+//! `petrel_access::login::Protocol`).
 
-use base64::Engine as _;
-use std::path::{Path, PathBuf};
+use petrel_access::login::{Ctx, Failure, Protocol, Step};
+use petrel_access::outbuf::Outbuf;
+use petrel_access::TlsLevel;
+use petrel_imap_proto::{parse_command, CommandKind, CommandReader, ReadEvent};
+use petrel_imap_session::session::Session;
 use std::time::Duration;
 
-/// How long a connection may stay silent before login.
-pub const PREAUTH_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// imapd_tls_security_level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsLevel {
-    /// No STARTTLS.
-    None,
-    /// STARTTLS offered.
-    May,
-    /// STARTTLS required before anything but CAPABILITY, NOOP, LOGOUT, STARTTLS.
-    Encrypt,
-}
-
-impl TlsLevel {
-    /// The parameter's value (empty means none).
-    pub fn parse(s: &str) -> Result<TlsLevel, String> {
-        match s.trim() {
-            "" | "none" => Ok(TlsLevel::None),
-            "may" => Ok(TlsLevel::May),
-            "encrypt" => Ok(TlsLevel::Encrypt),
-            other => Err(format!(
-                "imapd_tls_security_level: unknown value {other:?} (none, may or encrypt)"
-            )),
-        }
-    }
-}
+/// The longest command line (all the lines of one command together).
+pub const MAX_LINE: usize = 64 * 1024;
+/// The literals of one command before login (LOGIN's user name and password).
+const PREAUTH_LITERAL: u64 = 8 * 1024;
 
 /// imapd's parameters.
 #[derive(Debug, Clone)]
@@ -55,7 +36,10 @@ impl Settings {
     pub fn from_config(cfg: &petrel_config::Config) -> Result<Settings, String> {
         let size = cfg.get("message_size_limit").parse::<u64>().unwrap_or(0);
         Ok(Settings {
-            tls_level: TlsLevel::parse(&cfg.get("imapd_tls_security_level"))?,
+            tls_level: TlsLevel::parse(
+                "imapd_tls_security_level",
+                &cfg.get("imapd_tls_security_level"),
+            )?,
             wrappermode: cfg.get_bool("imapd_tls_wrappermode"),
             auth_only: cfg.get_bool("imapd_tls_auth_only"),
             timeout: cfg.get_time("imapd_timeout"),
@@ -81,67 +65,229 @@ pub fn preauth_capabilities(base: &str, starttls: bool, login_allowed: bool) -> 
     s
 }
 
-/// A SASL PLAIN response (`authzid NUL authcid NUL password`) → (user, password). An
-/// authorisation identity other than the user itself is refused (no proxy logins).
-pub fn decode_plain(resp: &[u8]) -> Result<(String, String), &'static str> {
-    let mut parts = resp.split(|&b| b == 0);
-    let (Some(authz), Some(user), Some(pass), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("Malformed PLAIN response");
-    };
-    let user = std::str::from_utf8(user).map_err(|_| "User name is not UTF-8")?;
-    let pass = std::str::from_utf8(pass).map_err(|_| "Password is not UTF-8")?;
-    if user.is_empty() {
-        return Err("Malformed PLAIN response");
-    }
-    if !authz.is_empty() && authz != user.as_bytes() {
-        return Err("Authorization identity not allowed");
-    }
-    Ok((user.to_string(), pass.to_string()))
+/// A connection before login.
+pub struct PreAuth {
+    reader: CommandReader,
+    /// AUTHENTICATE PLAIN without an initial response: `+ ` was sent, the next line is
+    /// the response to the command with this tag.
+    sasl_tag: Option<String>,
 }
 
-/// The base64 line a client sends after the `+ ` of AUTHENTICATE.
-pub fn decode_sasl_line(line: &[u8]) -> Option<Vec<u8>> {
-    let line = std::str::from_utf8(line).ok()?.trim();
-    if line == "=" {
-        return Some(Vec::new());
-    }
-    base64::engine::general_purpose::STANDARD.decode(line).ok()
+/// IMAP's pre-login dialogue.
+pub struct ImapLogin {
+    /// imapd's settings.
+    pub s: Settings,
 }
 
-/// The Maildir of a user with home directory `home`: `home/home_mailbox` when
-/// home_mailbox names a Maildir (ends in `/`); anything else is not supported yet.
-pub fn maildir_path(home: &str, home_mailbox: &str) -> Result<PathBuf, String> {
-    if home.is_empty() || !home.starts_with('/') {
-        return Err(format!("home directory {home:?} is not an absolute path"));
+impl ImapLogin {
+    fn capabilities(&self, ctx: &Ctx) -> String {
+        preauth_capabilities(
+            Session::capabilities(),
+            ctx.starttls,
+            !self.s.auth_only || ctx.tls_active,
+        )
     }
-    if !home_mailbox.ends_with('/') {
-        return Err(format!(
-            "home_mailbox = {home_mailbox:?} is not a Maildir (ending in /); imapd serves Maildir only"
-        ));
+
+    /// A SASL PLAIN response: a login to check when well-formed.
+    fn auth_plain(tag: String, resp: &[u8], out: &mut Outbuf) -> Step {
+        match petrel_access::decode_plain(resp) {
+            Ok((user, password)) => Step::Login {
+                tag,
+                user,
+                password,
+            },
+            Err(why) => {
+                out.send(format!("{tag} NO [AUTHENTICATIONFAILED] {why}.\r\n").as_bytes());
+                Step::Next
+            }
+        }
     }
-    let rel = home_mailbox.trim_end_matches('/');
-    if rel.split('/').any(|c| c == "..") || rel.starts_with('/') {
-        return Err(format!(
-            "home_mailbox = {home_mailbox:?} leaves the home directory"
-        ));
+
+    /// A command in the not-authenticated state.
+    fn command(&self, c: &mut PreAuth, ctx: &Ctx, bytes: &[u8], out: &mut Outbuf) -> Step {
+        let cmd = match parse_command(bytes) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                let tag = e.tag.clone().unwrap_or_else(|| "*".into());
+                out.send(format!("{tag} BAD {}\r\n", e.text).as_bytes());
+                return Step::Next;
+            }
+        };
+        let tag = cmd.tag;
+        let login_allowed = !self.s.auth_only || ctx.tls_active;
+        let send = |out: &mut Outbuf, text: String| {
+            out.send(text.as_bytes());
+            Step::Next
+        };
+        match cmd.kind {
+            CommandKind::Capability => send(
+                out,
+                format!(
+                    "* CAPABILITY {}\r\n{tag} OK Capability completed.\r\n",
+                    self.capabilities(ctx)
+                ),
+            ),
+            CommandKind::Noop => send(out, format!("{tag} OK NOOP completed.\r\n")),
+            CommandKind::Logout => {
+                send(
+                    out,
+                    format!("* BYE Logging out\r\n{tag} OK Logout completed.\r\n"),
+                );
+                Step::Close
+            }
+            CommandKind::StartTls => {
+                if ctx.tls_active {
+                    send(out, format!("{tag} BAD TLS is already active.\r\n"))
+                } else if !ctx.starttls {
+                    send(out, format!("{tag} BAD STARTTLS is not available.\r\n"))
+                } else {
+                    out.send(format!("{tag} OK Begin TLS negotiation now.\r\n").as_bytes());
+                    // Whatever was pipelined after STARTTLS came in plaintext: drop it.
+                    c.reader = CommandReader::new(MAX_LINE, PREAUTH_LITERAL);
+                    Step::StartTls
+                }
+            }
+            CommandKind::Done => send(out, "* BAD Not idling\r\n".into()),
+            _ if self.s.tls_level == TlsLevel::Encrypt && !ctx.tls_active => send(
+                out,
+                format!("{tag} NO [PRIVACYREQUIRED] Use STARTTLS first.\r\n"),
+            ),
+            CommandKind::Id(_) => send(
+                out,
+                format!("* ID (\"name\" \"Petrel\")\r\n{tag} OK ID completed.\r\n"),
+            ),
+            CommandKind::Login { .. } | CommandKind::Authenticate { .. } if !login_allowed => {
+                send(
+                    out,
+                    format!(
+                        "{tag} NO [PRIVACYREQUIRED] Plaintext authentication is not allowed without TLS.\r\n"
+                    ),
+                )
+            }
+            CommandKind::Login { user, password } => Step::Login {
+                tag,
+                user,
+                password,
+            },
+            CommandKind::Authenticate { mechanism, initial } => {
+                if mechanism != "PLAIN" {
+                    send(
+                        out,
+                        format!("{tag} NO [CANNOT] Unsupported authentication mechanism.\r\n"),
+                    )
+                } else if let Some(resp) = initial {
+                    Self::auth_plain(tag, &resp, out)
+                } else {
+                    out.send(b"+ \r\n");
+                    c.reader.expect_response();
+                    c.sasl_tag = Some(tag);
+                    Step::Next
+                }
+            }
+            _ => send(out, format!("{tag} BAD Log in first.\r\n")),
+        }
     }
-    Ok(Path::new(home).join(rel))
+}
+
+impl Protocol for ImapLogin {
+    type Conn = PreAuth;
+
+    fn service(&self) -> &'static str {
+        "imapd"
+    }
+
+    fn conn(&self) -> PreAuth {
+        PreAuth {
+            reader: CommandReader::new(MAX_LINE, PREAUTH_LITERAL),
+            sasl_tag: None,
+        }
+    }
+
+    fn push(&self, c: &mut PreAuth, input: &[u8]) {
+        c.reader.push(input);
+    }
+
+    fn take_unread(&self, c: &mut PreAuth) -> Vec<u8> {
+        c.reader.take_unread()
+    }
+
+    fn greeting(&self, ctx: &Ctx) -> Vec<u8> {
+        format!(
+            "* OK [CAPABILITY {}] Petrel IMAP ready.\r\n",
+            self.capabilities(ctx)
+        )
+        .into_bytes()
+    }
+
+    fn step(&self, c: &mut PreAuth, ctx: &Ctx, out: &mut Outbuf) -> Step {
+        let Some(ev) = c.reader.next() else {
+            return Step::NeedInput;
+        };
+        match ev {
+            ReadEvent::NeedContinuation => {
+                out.send(b"+ Ready for literal data\r\n");
+                Step::Next
+            }
+            ReadEvent::Bad { tag, text, fatal } => {
+                if fatal {
+                    out.send(format!("* BYE {text}\r\n").as_bytes());
+                    return Step::Close;
+                }
+                let tag = tag.unwrap_or_else(|| "*".into());
+                out.send(format!("{tag} BAD {text}\r\n").as_bytes());
+                c.sasl_tag = None;
+                Step::Next
+            }
+            ReadEvent::Command(bytes) => match c.sasl_tag.take() {
+                // The line answering AUTHENTICATE's `+`.
+                Some(tag) => {
+                    if bytes == b"*" {
+                        out.send(format!("{tag} BAD Authentication cancelled.\r\n").as_bytes());
+                        return Step::Next;
+                    }
+                    match petrel_access::decode_sasl_line(&bytes) {
+                        Some(resp) => Self::auth_plain(tag, &resp, out),
+                        None => {
+                            out.send(format!("{tag} BAD Invalid base64 data.\r\n").as_bytes());
+                            Step::Next
+                        }
+                    }
+                }
+                None => self.command(c, ctx, &bytes, out),
+            },
+        }
+    }
+
+    fn failure(&self, tag: &str, why: Failure) -> Vec<u8> {
+        match why {
+            Failure::Rejected => {
+                format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+            }
+            Failure::Throttled => {
+                format!("{tag} NO [UNAVAILABLE] Too many failed logins; try again later.\r\n")
+            }
+            Failure::Temporary => {
+                format!("{tag} NO [UNAVAILABLE] Temporary authentication failure.\r\n")
+            }
+            Failure::NoSession => format!(
+                "{tag} NO [UNAVAILABLE] Your session could not be started; try again later.\r\n* BYE Internal error\r\n"
+            ),
+        }
+        .into_bytes()
+    }
+
+    fn too_many(&self) -> &'static [u8] {
+        b"* BYE [UNAVAILABLE] Too many connections\r\n"
+    }
+
+    fn autologout(&self) -> &'static [u8] {
+        b"* BYE Autologout; idle for too long\r\n"
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn levels() {
-        assert_eq!(TlsLevel::parse(""), Ok(TlsLevel::None));
-        assert_eq!(TlsLevel::parse("none"), Ok(TlsLevel::None));
-        assert_eq!(TlsLevel::parse("may"), Ok(TlsLevel::May));
-        assert_eq!(TlsLevel::parse(" encrypt "), Ok(TlsLevel::Encrypt));
-        assert!(TlsLevel::parse("dane").is_err());
-    }
 
     #[test]
     fn capabilities() {
@@ -153,51 +299,5 @@ mod tests {
             preauth_capabilities("IMAP4rev1", false, true),
             "IMAP4rev1 AUTH=PLAIN"
         );
-    }
-
-    #[test]
-    fn plain() {
-        assert_eq!(
-            decode_plain(b"\0demo\0secret"),
-            Ok(("demo".into(), "secret".into()))
-        );
-        assert_eq!(
-            decode_plain(b"demo\0demo\0"),
-            Ok(("demo".into(), String::new()))
-        );
-        assert!(decode_plain(b"admin\0demo\0secret").is_err());
-        assert!(decode_plain(b"\0demo").is_err());
-        assert!(decode_plain(b"\0\0x").is_err());
-        assert!(decode_plain(b"\0a\0b\0c").is_err());
-        assert!(decode_plain(b"\0\xff\0x").is_err());
-        assert!(decode_plain(b"").is_err());
-    }
-
-    #[test]
-    fn sasl_lines() {
-        assert_eq!(
-            decode_sasl_line(b"AGRlbW8Ac2VjcmV0"),
-            Some(b"\0demo\0secret".to_vec())
-        );
-        assert_eq!(decode_sasl_line(b"="), Some(Vec::new()));
-        assert_eq!(decode_sasl_line(b"not base64!"), None);
-        assert_eq!(decode_sasl_line(b"\xff"), None);
-    }
-
-    #[test]
-    fn maildirs() {
-        assert_eq!(
-            maildir_path("/home/demo", "Maildir/"),
-            Ok(PathBuf::from("/home/demo/Maildir"))
-        );
-        assert_eq!(
-            maildir_path("/home/demo", "mail/box/"),
-            Ok(PathBuf::from("/home/demo/mail/box"))
-        );
-        assert!(maildir_path("/home/demo", "").is_err());
-        assert!(maildir_path("/home/demo", "mbox").is_err());
-        assert!(maildir_path("/home/demo", "../x/").is_err());
-        assert!(maildir_path("relative", "Maildir/").is_err());
-        assert!(maildir_path("", "Maildir/").is_err());
     }
 }

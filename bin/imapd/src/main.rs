@@ -50,13 +50,11 @@
 //! imapd_tls_auth_only, imapd_tls_cert_file, imapd_tls_key_file,
 //! imapd_tls_security_level, imapd_tls_wrappermode.
 
-mod handoff;
 mod input;
 mod login;
-mod outbuf;
-mod server;
-mod spawner;
 mod worker;
+
+use petrel_access::spawner::Workers;
 
 fn main() {
     // Started as root (unpriv n): the spawner stays root with what it needs to become
@@ -65,108 +63,20 @@ fn main() {
         "imapd",
         petrel_daemon::RootNeeds::SplitsItself,
         "mail_owner",
-        load_tls,
+        |cfg| petrel_access::load_tls(cfg, "imapd"),
     );
     let settings = match login::Settings::from_config(&d.cfg) {
         Ok(s) => s,
         Err(e) => petrel_log::fatal(e),
     };
-    let Some(fd) = d.listener else {
-        petrel_log::fatal("no listening socket: imapd must be started by master");
+    let wrappermode = settings.wrappermode;
+    let for_workers = settings.clone();
+    let workers = Workers::PerUid {
+        name: "imapd-worker",
+        serve: Box::new(move |sock| {
+            worker::Worker::new(sock, for_workers.clone()).and_then(|mut w| w.run())
+        }),
     };
-    let switch = nix::unistd::geteuid().is_root() && d.privileged;
-    let login_user = if switch {
-        match petrel_daemon::mail_owner(&d.cfg) {
-            Ok(u) => Some(u),
-            Err(e) => petrel_log::fatal(e),
-        }
-    } else {
-        None
-    };
-    raise_fd_limit();
-    // The spawner's line to authd, opened while the socket can still be reached.
-    let authd = match spawner::connect_authd() {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::warn!("{e}; will try again at the first login");
-            None
-        }
-    };
-    let (spawner_end, login_end) = match handoff::pair() {
-        Ok(p) => p,
-        Err(e) => petrel_log::fatal(format!("socketpair: {e}")),
-    };
-    let parent = nix::unistd::getpid();
-    // SAFETY: nothing has started a thread in this process yet.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
-            drop(spawner_end);
-            drop(authd);
-            petrel_daemon::die_with(parent);
-            spawner::set_name("imapd-login");
-            if let Some((uid, gid)) = login_user {
-                if let Err(e) = petrel_daemon::become_user(uid, gid) {
-                    petrel_log::fatal(format!("login process: {e}"));
-                }
-            }
-            let listener = std::net::TcpListener::from(fd);
-            let result =
-                server::Server::new(listener, settings, tls, login_end).and_then(|mut s| s.run());
-            if let Err(e) = result {
-                petrel_log::fatal(format!("imapd login process: {e}"));
-            }
-        }
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {
-            drop(fd);
-            drop(login_end);
-            drop(tls);
-            if switch {
-                if let Err(e) = petrel_daemon::keep_only(&[
-                    caps::Capability::CAP_SETUID,
-                    caps::Capability::CAP_SETGID,
-                ]) {
-                    petrel_log::fatal(format!("spawner: {e}"));
-                }
-            }
-            let result = spawner::Spawner::new(spawner_end, authd, switch, settings).run();
-            if let Err(e) = result {
-                petrel_log::fatal(format!("imapd spawner: {e}"));
-            }
-            // The login process ended (it logged why); master starts imapd again.
-            std::process::exit(1);
-        }
-        Err(e) => petrel_log::fatal(format!("fork: {e}")),
-    }
-}
-
-/// Every connection of a worker is a descriptor: allow as many as the hard limit.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
-/// The TLS configuration, when imapd_tls_security_level or imapd_tls_wrappermode asks for
-/// TLS and a certificate is configured. `may` without a certificate means no TLS;
-/// `encrypt` or wrapper mode without one is an error.
-fn load_tls(cfg: &petrel_config::Config) -> Result<Option<petrel_tls::ServerConfig>, String> {
-    let level = login::TlsLevel::parse(&cfg.get("imapd_tls_security_level"))?;
-    let wrapper = cfg.get_bool("imapd_tls_wrappermode");
-    if !wrapper && level == login::TlsLevel::None {
-        return Ok(None);
-    }
-    let cert = cfg.get("imapd_tls_cert_file");
-    if cert.is_empty() {
-        if wrapper || level == login::TlsLevel::Encrypt {
-            return Err(
-                "imapd_tls_security_level = encrypt or imapd_tls_wrappermode needs imapd_tls_cert_file"
-                    .into(),
-            );
-        }
-        return Ok(None);
-    }
-    let key = cfg.get("imapd_tls_key_file");
-    petrel_tls::ServerConfig::load(std::path::Path::new(&cert), std::path::Path::new(&key))
-        .map(Some)
+    let proto = login::ImapLogin { s: settings };
+    petrel_access::run(d, "imapd", tls, wrappermode, proto, workers)
 }

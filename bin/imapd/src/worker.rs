@@ -4,13 +4,13 @@
 //! sessions of one worker share their open folders (`SharedFolders`), and a connection
 //! in IDLE is woken by inotify on its folder's `new/` and `cur/`.
 
-use crate::handoff::{self, ConnState, FdStream, Received};
 use crate::input::{read_into, Input};
-use crate::login::Settings;
-use crate::outbuf::{Outbuf, PAUSE_OUT};
+use crate::login::{Settings, MAX_LINE};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use petrel_access::handoff::{self, ConnState, FdStream, Received};
+use petrel_access::outbuf::{Outbuf, PAUSE_OUT};
 use petrel_imap_proto::{parse_command, CommandReader, ReadEvent};
 use petrel_imap_session::session::Session;
 use petrel_imap_session::SharedFolders;
@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 const SPAWNER: Token = Token(0);
 const INOTIFY: Token = Token(1);
 const FIRST: usize = 2;
-/// The longest command line (all the lines of one command together).
-const MAX_LINE: usize = 64 * 1024;
 /// Connections in IDLE are also re-synchronised this often (inotify is the fast path;
 /// this catches what it cannot see, e.g. a full watch table or a network file system),
 /// as Dovecot's mailbox_idle_check_interval.
@@ -583,7 +581,7 @@ fn open_session(
     home: &str,
     folders: &Rc<SharedFolders>,
 ) -> Result<Session, String> {
-    let path = crate::login::maildir_path(home, home_mailbox)?;
+    let path = petrel_access::maildir_path(home, home_mailbox)?;
     let store =
         petrel_mailstore::Store::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Session::with_folders(store, user, Rc::clone(folders))

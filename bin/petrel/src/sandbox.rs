@@ -203,14 +203,16 @@ local              unix  -       n      n      -      4       local
         ports.push(("IMAPS", base + 993));
     }
     if has("pop3d") {
-        s.push_str("\n# POP3\n");
-        line(&mut s, base + 110, "pop3d");
+        s.push_str("\n# POP3 (STLS; USER/PASS/AUTH only after it) and POP3S (implicit TLS)\n");
+        line_as(&mut s, base + 110, "n", "pop3d");
         ports.push(("POP3", base + 110));
-        let _ = writeln!(
-            s,
-            "# POP3S on {} needs TLS, which this build does not have yet.",
-            base + 995
+        line_as(
+            &mut s,
+            base + 995,
+            "n",
+            "pop3d -o pop3d_tls_wrappermode=yes",
         );
+        ports.push(("POP3S", base + 995));
     }
     (s, ports)
 }
@@ -389,8 +391,8 @@ mod tests {
             "smtpd is there: {names:?}"
         );
         assert!(
-            names.contains(&"127.0.0.1:20110"),
-            "pop3d is there: {names:?}"
+            names.contains(&"127.0.0.1:20110") && names.contains(&"127.0.0.1:20995"),
+            "pop3d and pop3s are there: {names:?}"
         );
         assert!(
             !names.contains(&"127.0.0.1:20143"),

@@ -349,6 +349,12 @@ pub const PARAMS: &[ParamDef] = &[
         "$myhostname",
         "domain appended to unqualified local addresses",
     ),
+    p("pop3d_timeout", T, "10m", "idle time after which pop3d ends a session (60 s before login)"),
+    p("pop3d_tls_auth_only", Kind::Bool, "yes", "refuse USER, PASS and AUTH before TLS"),
+    p("pop3d_tls_cert_file", S, "$smtpd_tls_cert_file", "PEM certificate chain for POP3 STLS and implicit TLS"),
+    p("pop3d_tls_key_file", S, "$smtpd_tls_key_file", "PEM private key matching pop3d_tls_cert_file"),
+    p("pop3d_tls_security_level", S, "may", "none, may (offer STLS) or encrypt (require it)"),
+    p("pop3d_tls_wrappermode", Kind::Bool, "no", "implicit TLS from the first byte (port 995)"),
     p(
         "queue_directory",
         S,

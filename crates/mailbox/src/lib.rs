@@ -33,6 +33,14 @@
 //! [`LockPolicy::stale_after`] is broken. A failed write is undone by truncating the file to
 //! its length before the delivery.
 //!
+//! # POP3 maildrop ([`MboxDrop`])
+//!
+//! [`MboxDrop::lock`] locks an mbox for a POP3 session as [`deliver_mbox`] locks it, lists
+//! its messages with their sizes and UIDLs, reads them, and [`MboxDrop::remove`] rewrites it
+//! in place without the deleted ones. The rewrite is journaled (`PATH.petrel-journal`), so
+//! that a crash half-way loses nothing: [`maildrop::recover`], which both
+//! [`MboxDrop::lock`] and [`deliver_mbox`] run first under their locks, finishes it.
+//!
 //! # Errors
 //!
 //! Every error from this crate is an [`std::io::Error`] whose message names the file and the
@@ -45,9 +53,11 @@
 #![deny(missing_docs)]
 
 pub mod maildir;
+pub mod maildrop;
 pub mod mbox;
 
 pub use maildir::{deliver_maildir, maildir_name, MaildirOutcome};
+pub use maildrop::{MboxDrop, MboxEntry};
 pub use mbox::{deliver_mbox, mboxrd_quote, mboxrd_unquote, split_mbox, LockPolicy};
 
 use std::fs::File;

@@ -51,6 +51,9 @@ impl Default for LockPolicy {
 /// symbolic link, a FIFO or a hard-linked file is refused). Locks are taken as `lock` says
 /// and always released. On any error the file is truncated back to its length before this
 /// delivery.
+///
+/// Before appending (with the locks held) it finishes a removal of messages that a crash
+/// interrupted, see [`crate::maildrop::recover`]; if that fails, nothing is appended.
 pub fn deliver_mbox(
     path: &Path,
     from_line_sender: &str,
@@ -70,6 +73,7 @@ pub fn deliver_mbox(
     if lock.fcntl {
         fcntl_lock(&file, path, deadline, lock.timeout)?;
     }
+    crate::maildrop::recover(path, &file)?;
     let from = from_line(from_line_sender, arrival_secs);
     append_or_rollback(&file, path, |w| write_message(w, &from, parts))
 }
@@ -105,6 +109,12 @@ fn open_mailbox(path: &Path) -> io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| context(e, "cannot open mailbox", path))?;
+    check_mailbox(&file, path)?;
+    Ok(file)
+}
+
+/// Refuses a mailbox that is not a regular file or has more than one hard link.
+pub(crate) fn check_mailbox(file: &File, path: &Path) -> io::Result<()> {
     let meta = file
         .metadata()
         .map_err(|e| context(e, "cannot stat mailbox", path))?;
@@ -124,7 +134,7 @@ fn open_mailbox(path: &Path) -> io::Result<File> {
             ),
         ));
     }
-    Ok(file)
+    Ok(())
 }
 
 /// Writes what `write` produces at the end of `file`, flushes and fsyncs it; if any of that
@@ -322,7 +332,7 @@ fn dotlock_path(mailbox: &Path) -> PathBuf {
 
 /// A dotlock we created; removed on drop if it is still ours.
 #[derive(Debug)]
-struct DotLock {
+pub(crate) struct DotLock {
     path: PathBuf,
     dev: u64,
     ino: u64,
@@ -331,7 +341,11 @@ struct DotLock {
 impl DotLock {
     /// Takes `MAILBOX.lock`, waiting until `deadline`. `Ok(None)` when the directory does not
     /// allow it (EACCES), in which case the caller relies on the fcntl lock alone.
-    fn acquire(mailbox: &Path, deadline: Instant, policy: &LockPolicy) -> io::Result<Option<Self>> {
+    pub(crate) fn acquire(
+        mailbox: &Path,
+        deadline: Instant,
+        policy: &LockPolicy,
+    ) -> io::Result<Option<Self>> {
         let path = dotlock_path(mailbox);
         let mut backoff = Backoff::new(deadline);
         loop {
@@ -377,6 +391,23 @@ impl DotLock {
             }
         }
     }
+
+    /// Sets the lock's modification time to now, so that it is not broken as stale while we
+    /// still hold it. Does nothing if the file there is no longer ours or on any error.
+    pub(crate) fn touch(&self) {
+        let Ok(f) = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path)
+        else {
+            return;
+        };
+        if let Ok(m) = f.metadata() {
+            if m.dev() == self.dev && m.ino() == self.ino {
+                let _ = f.set_modified(SystemTime::now());
+            }
+        }
+    }
 }
 
 impl Drop for DotLock {
@@ -415,7 +446,12 @@ fn remove_if_stale(path: &Path, stale_after: Duration) -> io::Result<bool> {
 }
 
 /// Takes an fcntl write lock on the whole file, retrying until `deadline`.
-fn fcntl_lock(file: &File, path: &Path, deadline: Instant, timeout: Duration) -> io::Result<()> {
+pub(crate) fn fcntl_lock(
+    file: &File,
+    path: &Path,
+    deadline: Instant,
+    timeout: Duration,
+) -> io::Result<()> {
     // SAFETY: libc::flock is plain old data; all zeroes is a valid value (and l_pid must be
     // 0 for open-file-description locks).
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };

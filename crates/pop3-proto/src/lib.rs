@@ -10,8 +10,6 @@
 
 #![deny(missing_docs)]
 
-use base64::Engine as _;
-
 /// The longest command line accepted (RFC 2449 §4: 255 octets; AUTH's initial response
 /// may be longer, so a little room is left for it).
 pub const MAX_LINE: usize = 2048;
@@ -157,36 +155,105 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     }
 }
 
-/// Decodes an AUTH PLAIN response (`[authzid] NUL authcid NUL password`, base64; `=` is
-/// empty) into (user, password). An authorization identity other than empty or the
-/// user itself is refused.
-pub fn decode_plain(b64: &str) -> Result<(String, String), CommandError> {
-    let bytes = if b64 == "=" {
-        Vec::new()
-    } else {
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| CommandError("invalid base64 in AUTH PLAIN".into()))?
-    };
-    let mut parts = bytes.split(|&b| b == 0);
-    let (Some(authz), Some(user), Some(pass), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(CommandError("malformed AUTH PLAIN response".into()));
-    };
-    let s = |b: &[u8]| {
-        String::from_utf8(b.to_vec()).map_err(|_| CommandError("AUTH PLAIN: not UTF-8".into()))
-    };
-    let (authz, user, pass) = (s(authz)?, s(user)?, s(pass)?);
-    if user.is_empty() {
-        return Err(CommandError("AUTH PLAIN: empty user name".into()));
+/// Splits a client's bytes into command lines (without CR LF). A line longer than the
+/// limit is reported once as [`Line::TooLong`] and the rest of it is skipped, so the
+/// session stays usable; memory never exceeds the limit plus one read.
+#[derive(Debug, Default)]
+pub struct LineReader {
+    buf: Vec<u8>,
+    /// Inside an overlong line: drop bytes up to its LF.
+    skipping: bool,
+    max: usize,
+}
+
+/// What [`LineReader::next_line`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line, CR LF (or a bare LF) removed.
+    Line(Vec<u8>),
+    /// A line over the limit (answer `-ERR`; it is discarded).
+    TooLong,
+}
+
+impl LineReader {
+    /// A reader for lines of at most `max` bytes.
+    pub fn new(max: usize) -> LineReader {
+        LineReader {
+            buf: Vec::new(),
+            skipping: false,
+            max,
+        }
     }
-    if !authz.is_empty() && authz != user {
-        return Err(CommandError(
-            "AUTH PLAIN: cannot log in as another user".into(),
-        ));
+
+    /// Adds bytes read from the client.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
     }
-    Ok((user, pass))
+
+    /// The next complete line, if any.
+    pub fn next_line(&mut self) -> Option<Line> {
+        loop {
+            match self.buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+                    if std::mem::take(&mut self.skipping) {
+                        continue;
+                    }
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if line.len() > self.max {
+                        return Some(Line::TooLong);
+                    }
+                    return Some(Line::Line(line));
+                }
+                None if self.buf.len() > self.max + 1 => {
+                    self.buf.clear();
+                    if !self.skipping {
+                        self.skipping = true;
+                        return Some(Line::TooLong);
+                    }
+                    return None;
+                }
+                None => return None,
+            }
+        }
+    }
+
+    /// A complete line is buffered (the client pipelined commands).
+    pub fn has_line(&self) -> bool {
+        self.buf.contains(&b'\n')
+    }
+
+    /// Takes what was read and not handled.
+    pub fn take_unread(&mut self) -> Vec<u8> {
+        if self.skipping {
+            // The rest of an overlong line is not a command.
+            match self.buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.buf.drain(..=i);
+                }
+                None => self.buf.clear(),
+            }
+            self.skipping = false;
+        }
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// The CAPA answer (RFC 2449), terminator included. `login`: USER and SASL PLAIN may be
+/// used now (announced only in the AUTHORIZATION state); `stls`: STLS can be started.
+pub fn capa(authorization: bool, login: bool, stls: bool) -> String {
+    let mut s = String::from("+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+    if authorization && login {
+        s.push_str("USER\r\nSASL PLAIN\r\n");
+    }
+    if authorization && stls {
+        s.push_str("STLS\r\n");
+    }
+    s.push_str("IMPLEMENTATION Petrel\r\n.\r\n");
+    s
 }
 
 /// A message as RETR sends it, dot-stuffed, ending with the terminating `.` line.
@@ -353,6 +420,11 @@ impl Transaction {
         (0..self.msgs.len()).filter(|i| self.deleted[*i]).collect()
     }
 
+    /// The listing of the message at 0-based index `i`.
+    pub fn listing(&self, i: usize) -> Option<&Listing> {
+        self.msgs.get(i)
+    }
+
     /// How many messages there are (deleted ones included).
     pub fn len(&self) -> usize {
         self.msgs.len()
@@ -425,21 +497,51 @@ mod tests {
     }
 
     #[test]
-    fn auth_plain() {
-        let b = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
-        assert_eq!(
-            decode_plain(&b(b"\0bob\0secret")),
-            Ok(("bob".into(), "secret".into()))
-        );
-        assert_eq!(
-            decode_plain(&b(b"bob\0bob\0pw with space")),
-            Ok(("bob".into(), "pw with space".into()))
-        );
-        assert!(decode_plain(&b(b"alice\0bob\0pw")).is_err());
-        assert!(decode_plain(&b(b"\0\0pw")).is_err());
-        assert!(decode_plain(&b(b"bob\0pw")).is_err());
-        assert!(decode_plain("not base64!").is_err());
-        assert!(decode_plain("=").is_err());
+    fn lines_split_and_overlong_ones_are_skipped() {
+        let mut r = LineReader::new(10);
+        r.push(b"STAT\r\nLIST 1\nRE");
+        assert_eq!(r.next_line(), Some(Line::Line(b"STAT".to_vec())));
+        assert!(r.has_line());
+        assert_eq!(r.next_line(), Some(Line::Line(b"LIST 1".to_vec())));
+        assert_eq!(r.next_line(), None);
+        r.push(b"TR 1\r\n");
+        assert_eq!(r.next_line(), Some(Line::Line(b"RETR 1".to_vec())));
+        // Overlong without its end yet: reported once, skipped to its LF.
+        r.push(&[b'x'; 30]);
+        assert_eq!(r.next_line(), Some(Line::TooLong));
+        r.push(&[b'x'; 30]);
+        assert_eq!(r.next_line(), None);
+        r.push(b"xx\r\nNOOP\r\n");
+        assert_eq!(r.next_line(), Some(Line::Line(b"NOOP".to_vec())));
+        // Overlong in one piece.
+        r.push(b"0123456789ab\r\nQUIT\r\n");
+        assert_eq!(r.next_line(), Some(Line::TooLong));
+        assert_eq!(r.next_line(), Some(Line::Line(b"QUIT".to_vec())));
+        r.push(b"RSET\r\nNO");
+        assert_eq!(r.take_unread(), b"RSET\r\nNO");
+    }
+
+    #[test]
+    fn capabilities_by_state() {
+        let c = capa(true, true, true);
+        assert!(c.starts_with("+OK"));
+        assert!(c.ends_with("\r\n.\r\n"));
+        for cap in [
+            "TOP",
+            "UIDL",
+            "RESP-CODES",
+            "AUTH-RESP-CODE",
+            "PIPELINING",
+            "USER",
+            "SASL PLAIN",
+            "STLS",
+        ] {
+            assert!(c.contains(&format!("\r\n{cap}\r\n")), "{cap} in {c}");
+        }
+        let c = capa(true, false, true);
+        assert!(!c.contains("USER") && !c.contains("SASL") && c.contains("STLS"));
+        let c = capa(false, true, true);
+        assert!(!c.contains("USER") && !c.contains("STLS"));
     }
 
     #[test]

@@ -1,19 +1,18 @@
 //! The login process's event loop: one mio loop for every client before login, as
-//! mail_owner with no capabilities. A client costs a socket, a command reader and an
-//! output buffer; a login in progress has its own stream to authd. After a login the
-//! connection goes to the spawner (see `handoff`): a plaintext one for good, a TLS one
+//! mail_owner with no capabilities. A client costs a socket, the protocol's input state
+//! and an output buffer; a login in progress has its own stream to authd. After a login
+//! the connection goes to the spawner (see `handoff`): a plaintext one for good, a TLS one
 //! through a socket pair this loop relays to (TLS stays here, the session never sees it).
+//!
+//! The loop knows nothing of IMAP or POP3: a [`Protocol`] turns the client's input into
+//! answers and [`Step`]s (log in, start TLS, close).
 
 use crate::handoff::{self, Answer, ConnState, Received};
-use crate::input::{read_into, Input};
-use crate::login::{self, Settings, TlsLevel, PREAUTH_TIMEOUT};
 use crate::outbuf::{Outbuf, PAUSE_OUT};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use petrel_daemon::authd::AuthLink;
-use petrel_imap_proto::{parse_command, CommandKind, CommandReader, ReadEvent};
-use petrel_imap_session::session::Session;
 use petrel_ipc::auth;
 use petrel_tls::{ServerConfig, Transport};
 use std::collections::{HashMap, VecDeque};
@@ -22,28 +21,94 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+/// How long a connection may stay silent before login.
+pub const PREAUTH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the protocol knows of a connection when it decides.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    /// The connection is encrypted.
+    pub tls_active: bool,
+    /// TLS can be started (configured, not active yet).
+    pub starttls: bool,
+}
+
+/// What the loop is to do after [`Protocol::step`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The protocol has no complete command: read more.
+    NeedInput,
+    /// One command was handled: call again.
+    Next,
+    /// Send what was queued, then close the connection.
+    Close,
+    /// Send what was queued (the go-ahead), then start TLS. The protocol has already
+    /// dropped its unread input (pipelined plaintext must not survive, CVE-2011-0411).
+    StartTls,
+    /// Ask authd about this login; the answer completes the command `tag`.
+    Login {
+        /// What the answer needs (IMAP's tag; empty for POP3).
+        tag: String,
+        /// The user name.
+        user: String,
+        /// The password.
+        password: String,
+    },
+}
+
+/// Why a login did not lead to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Wrong user name or password.
+    Rejected,
+    /// Too many failures from this client: authd refuses to check.
+    Throttled,
+    /// authd could not check (a temporary failure), or cannot be reached.
+    Temporary,
+    /// The password was right but no session could be started (the client is then
+    /// disconnected).
+    NoSession,
+}
+
+/// A pre-login dialogue (IMAP's, POP3's).
+pub trait Protocol {
+    /// A connection's protocol state (its command reader, a SASL exchange in progress).
+    type Conn;
+    /// The service name authd is told (`imapd`, `pop3d`).
+    fn service(&self) -> &'static str;
+    /// A new connection's state.
+    fn conn(&self) -> Self::Conn;
+    /// Bytes from the client.
+    fn push(&self, c: &mut Self::Conn, input: &[u8]);
+    /// Input read but not handled, for the session after login.
+    fn take_unread(&self, c: &mut Self::Conn) -> Vec<u8>;
+    /// The greeting.
+    fn greeting(&self, ctx: &Ctx) -> Vec<u8>;
+    /// Handles at most one command from the input, queueing its answer in `out`.
+    fn step(&self, c: &mut Self::Conn, ctx: &Ctx, out: &mut Outbuf) -> Step;
+    /// The answer to a login that failed.
+    fn failure(&self, tag: &str, why: Failure) -> Vec<u8>;
+    /// Said (in plaintext listeners only) to a connection refused for being one too many.
+    fn too_many(&self) -> &'static [u8];
+    /// Said to a connection silent for too long before logging in.
+    fn autologout(&self) -> &'static [u8];
+}
+
 const LISTENER: Token = Token(0);
 const SPAWNER: Token = Token(1);
 /// Tokens per connection: client socket, authd stream (later the relay socket).
 const STRIDE: usize = 2;
-/// The longest command line (all the lines of one command together).
-const MAX_LINE: usize = 64 * 1024;
-/// The literals of one command before login (LOGIN's user name and password).
-const PREAUTH_LITERAL: u64 = 8 * 1024;
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 /// Connections not logged in yet, from one address and in all, per login process; more
-/// are told `* BYE` at once (as Dovecot's login_max_connections-style limits).
+/// are refused at once (as Dovecot's login_max_connections-style limits).
 const MAX_PREAUTH_PER_IP: usize = 100;
 const MAX_PREAUTH: usize = 5000;
 
-/// Where a connection is in the protocol.
+/// Where a connection is.
 enum State {
-    /// Not authenticated.
+    /// Not authenticated: the protocol has the input.
     PreAuth,
-    /// AUTHENTICATE PLAIN without an initial response: `+ ` was sent, the next line is
-    /// the client's response.
-    SaslWait { tag: String },
     /// The command with this tag waits for authd's answer; nothing else is read.
     Authd { tag: String },
     /// Handed to the spawner (request `id`); waiting for its answer. For a TLS
@@ -64,7 +129,7 @@ struct Relay {
     to_peer: Vec<u8>,
 }
 
-struct Conn {
+struct Conn<C> {
     /// The client socket, plain or TLS. `None` only for the instant of a STARTTLS switch.
     stream: Option<Transport<TcpStream>>,
     /// A TLS handshake is in progress (after STARTTLS, or from the start with implicit TLS).
@@ -75,7 +140,7 @@ struct Conn {
     tls_version: Option<String>,
     ip: IpAddr,
     out: Outbuf,
-    reader: CommandReader,
+    proto: C,
     /// The connection to authd while a login waits for it.
     authd: Option<AuthLink>,
     state: State,
@@ -87,21 +152,29 @@ struct Conn {
     counted: bool,
 }
 
-impl Conn {
+impl<C> Conn<C> {
     fn send(&mut self, b: &[u8]) {
         self.out.send(b);
+    }
+
+    fn ctx(&self, tls_configured: bool) -> Ctx {
+        let tls_active = self.tls_active();
+        Ctx {
+            tls_active,
+            starttls: tls_configured && !tls_active,
+        }
     }
 
     fn tls_active(&self) -> bool {
         self.stream.as_ref().is_some_and(|s| s.is_tls())
     }
 
-    /// Commands may be taken from the reader now.
+    /// Commands may be taken from the input now.
     fn can_process(&self) -> bool {
         !self.closing
             && !self.starttls_pending
             && !self.handshaking
-            && matches!(self.state, State::PreAuth | State::SaslWait { .. })
+            && matches!(self.state, State::PreAuth)
             && self.out.pending() <= PAUSE_OUT
     }
 
@@ -115,13 +188,15 @@ impl Conn {
 }
 
 /// The event loop and every connection of this process.
-pub struct Server {
+pub struct Server<P: Protocol> {
     poll: Poll,
     listener: TcpListener,
-    conns: HashMap<usize, Conn>,
+    conns: HashMap<usize, Conn<P::Conn>>,
     next: usize,
-    s: Settings,
+    proto: P,
     tls: Option<ServerConfig>,
+    /// TLS from the first byte (imaps, pop3s).
+    wrappermode: bool,
     /// The socket to the spawner, and requests waiting to be sent on it.
     spawner: OwnedFd,
     to_spawner: VecDeque<(u64, Vec<u8>, OwnedFd)>,
@@ -134,14 +209,15 @@ pub struct Server {
     preauth_total: usize,
 }
 
-impl Server {
+impl<P: Protocol> Server<P> {
     /// A server on master's listening socket.
     pub fn new(
         listener: std::net::TcpListener,
-        s: Settings,
+        proto: P,
         tls: Option<ServerConfig>,
+        wrappermode: bool,
         spawner: OwnedFd,
-    ) -> io::Result<Server> {
+    ) -> io::Result<Server<P>> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
@@ -157,8 +233,9 @@ impl Server {
             listener,
             conns: HashMap::new(),
             next: STRIDE,
-            s,
+            proto,
             tls,
+            wrappermode,
             spawner,
             to_spawner: VecDeque::new(),
             handoffs: HashMap::new(),
@@ -200,15 +277,6 @@ impl Server {
         }
     }
 
-    fn capabilities(&self, c: &Conn) -> String {
-        let tls_active = c.tls_active();
-        login::preauth_capabilities(
-            Session::capabilities(),
-            self.tls.is_some() && !tls_active,
-            !self.s.auth_only || tls_active,
-        )
-    }
-
     fn accept(&mut self) {
         loop {
             let (mut stream, addr) = match self.listener.accept() {
@@ -234,8 +302,8 @@ impl Server {
                 );
                 // Best effort: the greeting's place takes a BYE (never for TLS-first ports,
                 // where plaintext would be garbage to the client).
-                if !self.s.wrappermode {
-                    let _ = stream.write(b"* BYE [UNAVAILABLE] Too many connections\r\n");
+                if !self.wrappermode {
+                    let _ = stream.write(self.proto.too_many());
                 }
                 continue;
             }
@@ -256,7 +324,7 @@ impl Server {
                 continue;
             }
             // Implicit TLS (port 993): the handshake comes first, the greeting after it.
-            let (stream, handshaking) = match (&self.tls, self.s.wrappermode) {
+            let (stream, handshaking) = match (&self.tls, self.wrappermode) {
                 (Some(cfg), true) => match Transport::Plain(stream).into_tls(cfg) {
                     Ok(t) => (t, true),
                     Err(e) => {
@@ -274,7 +342,7 @@ impl Server {
                 tls_version: None,
                 ip,
                 out: Outbuf::new(now),
-                reader: CommandReader::new(MAX_LINE, PREAUTH_LITERAL),
+                proto: self.proto.conn(),
                 authd: None,
                 state: State::PreAuth,
                 last: now,
@@ -282,11 +350,8 @@ impl Server {
                 bytes_in: 0,
                 counted: true,
             };
-            let greeting = format!(
-                "* OK [CAPABILITY {}] Petrel IMAP ready.\r\n",
-                self.capabilities(&c)
-            );
-            c.send(greeting.as_bytes());
+            let greeting = self.proto.greeting(&c.ctx(self.tls.is_some()));
+            c.send(&greeting);
             self.conns.insert(t, c);
             self.client_event(t);
         }
@@ -317,13 +382,19 @@ impl Server {
             let Some(stream) = c.stream.as_mut() else {
                 return;
             };
-            match read_into(stream, &mut self.buf[..READ_CHUNK], &mut c.reader) {
-                Input::Got(n) => {
+            match stream.read(&mut self.buf[..READ_CHUNK]) {
+                Ok(0) => {
+                    self.close(t);
+                    return;
+                }
+                Ok(n) => {
+                    self.proto.push(&mut c.proto, &self.buf[..n]);
                     c.bytes_in += n as u64;
                     c.last = Instant::now();
                 }
-                Input::Wait => return,
-                Input::End => {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
                     self.close(t);
                     return;
                 }
@@ -331,9 +402,10 @@ impl Server {
         }
     }
 
-    /// Handles the commands the reader has. True when it needs more input (and may be
+    /// Handles the commands the protocol has. True when it needs more input (and may be
     /// given some now); false when it must wait (output backlog, authd, STARTTLS, closing).
     fn process(&mut self, t: usize) -> bool {
+        let tls_configured = self.tls.is_some();
         loop {
             let Some(c) = self.conns.get_mut(&t) else {
                 return false;
@@ -341,139 +413,17 @@ impl Server {
             if !c.can_process() {
                 return false;
             }
-            let Some(ev) = c.reader.next() else {
-                return true;
-            };
-            match ev {
-                ReadEvent::NeedContinuation => c.send(b"+ Ready for literal data\r\n"),
-                ReadEvent::Bad { tag, text, fatal } => {
-                    if fatal {
-                        c.send(format!("* BYE {text}\r\n").as_bytes());
-                        c.closing = true;
-                    } else {
-                        let tag = tag.unwrap_or_else(|| "*".into());
-                        c.send(format!("{tag} BAD {text}\r\n").as_bytes());
-                        if matches!(c.state, State::SaslWait { .. }) {
-                            c.state = State::PreAuth;
-                        }
-                    }
-                }
-                ReadEvent::Command(bytes) => self.command(t, &bytes),
-            }
-        }
-    }
-
-    /// One complete command (or the line answering AUTHENTICATE's `+`).
-    fn command(&mut self, t: usize, bytes: &[u8]) {
-        let Some(c) = self.conns.get_mut(&t) else {
-            return;
-        };
-        match &mut c.state {
-            State::SaslWait { tag } => {
-                let tag = std::mem::take(tag);
-                c.state = State::PreAuth;
-                if bytes == b"*" {
-                    c.send(format!("{tag} BAD Authentication cancelled.\r\n").as_bytes());
-                    return;
-                }
-                let Some(resp) = login::decode_sasl_line(bytes) else {
-                    c.send(format!("{tag} BAD Invalid base64 data.\r\n").as_bytes());
-                    return;
-                };
-                self.auth_plain(t, tag, &resp);
-            }
-            State::PreAuth => self.preauth_command(t, bytes),
-            // Not reached: nothing is read while authd or the spawner is asked, or after.
-            State::Authd { .. } | State::Handoff { .. } | State::Relay(_) => {}
-        }
-    }
-
-    /// A command in the not-authenticated state.
-    fn preauth_command(&mut self, t: usize, bytes: &[u8]) {
-        let caps = match self.conns.get(&t) {
-            Some(c) => self.capabilities(c),
-            None => return,
-        };
-        let tls_possible = self.tls.is_some();
-        let level = self.s.tls_level;
-        let auth_only = self.s.auth_only;
-        let Some(c) = self.conns.get_mut(&t) else {
-            return;
-        };
-        let cmd = match parse_command(bytes) {
-            Ok(cmd) => cmd,
-            Err(e) => {
-                let tag = e.tag.clone().unwrap_or_else(|| "*".into());
-                c.send(format!("{tag} BAD {}\r\n", e.text).as_bytes());
-                return;
-            }
-        };
-        let tag = cmd.tag;
-        let tls_active = c.tls_active();
-        let login_allowed = !auth_only || tls_active;
-        match cmd.kind {
-            CommandKind::Capability => c.send(
-                format!("* CAPABILITY {caps}\r\n{tag} OK Capability completed.\r\n").as_bytes(),
-            ),
-            CommandKind::Noop => c.send(format!("{tag} OK NOOP completed.\r\n").as_bytes()),
-            CommandKind::Logout => {
-                c.send(format!("* BYE Logging out\r\n{tag} OK Logout completed.\r\n").as_bytes());
-                c.closing = true;
-            }
-            CommandKind::StartTls => {
-                if tls_active {
-                    c.send(format!("{tag} BAD TLS is already active.\r\n").as_bytes());
-                } else if !tls_possible {
-                    c.send(format!("{tag} BAD STARTTLS is not available.\r\n").as_bytes());
-                } else {
-                    c.send(format!("{tag} OK Begin TLS negotiation now.\r\n").as_bytes());
-                    c.starttls_pending = true;
-                    // Whatever was pipelined after STARTTLS came in plaintext: drop it
-                    // (CVE-2011-0411).
-                    c.reader = CommandReader::new(MAX_LINE, PREAUTH_LITERAL);
-                }
-            }
-            CommandKind::Done => c.send(b"* BAD Not idling\r\n"),
-            _ if level == TlsLevel::Encrypt && !tls_active => c.send(
-                format!("{tag} NO [PRIVACYREQUIRED] Use STARTTLS first.\r\n").as_bytes(),
-            ),
-            CommandKind::Id(_) => c.send(
-                format!("* ID (\"name\" \"Petrel\")\r\n{tag} OK ID completed.\r\n").as_bytes(),
-            ),
-            CommandKind::Login { .. } | CommandKind::Authenticate { .. } if !login_allowed => c
-                .send(
-                    format!(
-                        "{tag} NO [PRIVACYREQUIRED] Plaintext authentication is not allowed without TLS.\r\n"
-                    )
-                    .as_bytes(),
-                ),
-            CommandKind::Login { user, password } => self.start_auth(t, tag, user, password),
-            CommandKind::Authenticate { mechanism, initial } => {
-                if mechanism != "PLAIN" {
-                    c.send(
-                        format!("{tag} NO [CANNOT] Unsupported authentication mechanism.\r\n")
-                            .as_bytes(),
-                    );
-                } else if let Some(resp) = initial {
-                    self.auth_plain(t, tag, &resp);
-                } else {
-                    c.send(b"+ \r\n");
-                    c.reader.expect_response();
-                    c.state = State::SaslWait { tag };
-                }
-            }
-            _ => c.send(format!("{tag} BAD Log in first.\r\n").as_bytes()),
-        }
-    }
-
-    /// A SASL PLAIN response: checked by authd when well-formed.
-    fn auth_plain(&mut self, t: usize, tag: String, resp: &[u8]) {
-        match login::decode_plain(resp) {
-            Ok((user, password)) => self.start_auth(t, tag, user, password),
-            Err(why) => {
-                if let Some(c) = self.conns.get_mut(&t) {
-                    c.send(format!("{tag} NO [AUTHENTICATIONFAILED] {why}.\r\n").as_bytes());
-                }
+            let ctx = c.ctx(tls_configured);
+            match self.proto.step(&mut c.proto, &ctx, &mut c.out) {
+                Step::NeedInput => return true,
+                Step::Next => {}
+                Step::Close => c.closing = true,
+                Step::StartTls => c.starttls_pending = true,
+                Step::Login {
+                    tag,
+                    user,
+                    password,
+                } => self.start_auth(t, tag, user, password),
             }
         }
     }
@@ -484,7 +434,7 @@ impl Server {
             return;
         };
         let req = auth::Request::Login {
-            service: "imapd".into(),
+            service: self.proto.service().into(),
             client: c.ip.to_string(),
             user,
             password,
@@ -493,10 +443,7 @@ impl Server {
             Ok(link) => c.authd = Some(link),
             Err(e) => {
                 log::warn!("connect to private/auth: {e}");
-                c.send(
-                    format!("{tag} NO [UNAVAILABLE] Authentication service unavailable.\r\n")
-                        .as_bytes(),
-                );
+                c.send(&self.proto.failure(&tag, Failure::Temporary));
                 return;
             }
         }
@@ -543,24 +490,20 @@ impl Server {
         let State::Authd { tag } = std::mem::replace(&mut c.state, State::PreAuth) else {
             return;
         };
-        let answer = match reply {
+        let why = match reply {
             auth::Reply::Ticket { ticket, .. } => {
                 self.hand_over(t, tag, ticket);
                 return;
             }
             // Not asked for (Login is answered with a ticket): treated as a failure.
-            auth::Reply::Ok { .. } | auth::Reply::Fail => {
-                format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
-            }
-            auth::Reply::Throttled => {
-                format!("{tag} NO [UNAVAILABLE] Too many failed logins; try again later.\r\n")
-            }
+            auth::Reply::Ok { .. } | auth::Reply::Fail => Failure::Rejected,
+            auth::Reply::Throttled => Failure::Throttled,
             auth::Reply::Temporary { reason } => {
                 log::warn!("authentication for {} failed temporarily: {reason}", c.ip);
-                format!("{tag} NO [UNAVAILABLE] Temporary authentication failure.\r\n")
+                Failure::Temporary
             }
         };
-        c.send(answer.as_bytes());
+        c.send(&self.proto.failure(&tag, why));
     }
 
     /// A login succeeded: the connection goes to the spawner with authd's ticket. A
@@ -581,7 +524,7 @@ impl Server {
                 Ok(p) => p,
                 Err(e) => {
                     log::warn!("socketpair: {e}");
-                    c.send(format!("{tag} NO [UNAVAILABLE] Internal error.\r\n").as_bytes());
+                    c.send(&self.proto.failure(&tag, Failure::Temporary));
                     return;
                 }
             };
@@ -592,7 +535,7 @@ impl Server {
                 Interest::READABLE | Interest::WRITABLE,
             ) {
                 log::warn!("register the relay socket: {e}");
-                c.send(format!("{tag} NO [UNAVAILABLE] Internal error.\r\n").as_bytes());
+                c.send(&self.proto.failure(&tag, Failure::Temporary));
                 return;
             }
             (OwnedFd::from(theirs), Some(mine), Vec::new())
@@ -614,7 +557,7 @@ impl Server {
         };
         let conn = ConnState {
             tag: tag.clone(),
-            leftover: c.reader.take_unread(),
+            leftover: self.proto.take_unread(&mut c.proto),
             output,
             ip: c.ip.to_string(),
             tls: c.tls_version.clone(),
@@ -740,12 +683,7 @@ impl Server {
                 Interest::READABLE | Interest::WRITABLE,
             );
         }
-        c.send(
-            format!(
-                "{tag} NO [UNAVAILABLE] Your session could not be started; try again later.\r\n* BYE Internal error\r\n"
-            )
-            .as_bytes(),
-        );
+        c.send(&self.proto.failure(&tag, Failure::NoSession));
         c.closing = true;
         self.flush(t);
     }
@@ -949,7 +887,7 @@ impl Server {
                 self.close(t);
                 continue;
             }
-            c.send(b"* BYE Autologout; idle for too long\r\n");
+            c.send(self.proto.autologout());
             c.closing = true;
             self.flush(t);
         }

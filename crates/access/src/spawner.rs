@@ -1,18 +1,17 @@
 //! The spawner: the process master started, left with root and only CAP_SETUID and
 //! CAP_SETGID (when started as root), and no network input at all. It reads hand-over
 //! requests from the login process, redeems each request's ticket with authd (so a
-//! compromised login process cannot name the user), and passes the connection to the
-//! session worker of that user's uid, forking the worker (which becomes the uid, with no
-//! capabilities) when there is none yet.
+//! compromised login process cannot name the user), and passes the connection to a
+//! session process running as that user's uid with no capabilities: the worker of the uid
+//! (forked when there is none yet), or a process of its own, as [`Workers`] says.
 
-use crate::handoff::{self, Answer, Login, Received};
-use crate::login::Settings;
+use crate::handoff::{self, Answer, Login, Received, Session};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use petrel_ipc::auth;
 use petrel_ipc::Incoming;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -24,6 +23,27 @@ struct WorkerProc {
     sock: OwnedFd,
 }
 
+/// How logged-in connections become sessions. The functions run in the forked process,
+/// after it became the user; an `Err` is logged and ends the process with status 1.
+pub enum Workers {
+    /// One worker process per uid serves all that uid's connections: `serve` reads
+    /// [`Session`] messages (each with its connection's descriptor) from the socket it is
+    /// given until it closes (imapd).
+    PerUid {
+        /// The process name (`imapd-worker`).
+        name: &'static str,
+        /// The worker's body.
+        serve: Box<dyn Fn(OwnedFd) -> io::Result<()>>,
+    },
+    /// Every connection gets a process of its own (pop3d).
+    PerConnection {
+        /// The process name (`pop3d-session`).
+        name: &'static str,
+        /// The session's body.
+        serve: Box<dyn Fn(Session, OwnedFd) -> io::Result<()>>,
+    },
+}
+
 /// The spawner's state.
 pub struct Spawner {
     login: OwnedFd,
@@ -31,7 +51,7 @@ pub struct Spawner {
     workers: HashMap<u32, WorkerProc>,
     /// Started as root: workers become their users.
     switch: bool,
-    s: Settings,
+    how: Workers,
     /// authd went away and cannot be reached again with the capabilities left: end, so
     /// master starts imapd afresh (as root, able to connect).
     lost_authd: bool,
@@ -40,13 +60,13 @@ pub struct Spawner {
 impl Spawner {
     /// `login`: the socket to the login process; `authd`: a connection to authd opened
     /// while the process could still reach it; `switch`: change uids for workers.
-    pub fn new(login: OwnedFd, authd: Option<UnixStream>, switch: bool, s: Settings) -> Spawner {
+    pub fn new(login: OwnedFd, authd: Option<UnixStream>, switch: bool, how: Workers) -> Spawner {
         Spawner {
             login,
             authd,
             workers: HashMap::new(),
             switch,
-            s,
+            how,
             lost_authd: false,
         }
     }
@@ -56,7 +76,18 @@ impl Spawner {
         let mut buf = vec![0u8; handoff::MAX_MESSAGE];
         loop {
             self.reap();
-            match handoff::recv::<Login>(&self.login, &mut buf, false) {
+            // Wake up at least every second, so that ended sessions are reaped.
+            let mut fds = [nix::poll::PollFd::new(
+                self.login.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            match handoff::recv::<Login>(&self.login, &mut buf, true) {
                 Ok(Received::Msg(req, fd)) => {
                     let id = req.id;
                     let error = match fd {
@@ -90,12 +121,12 @@ impl Spawner {
             let pid = match st {
                 WaitStatus::Exited(pid, code) => {
                     if code != 0 {
-                        log::warn!("session worker {pid} exited with status {code}");
+                        log::warn!("session process {pid} exited with status {code}");
                     }
                     pid
                 }
                 WaitStatus::Signaled(pid, sig, _) => {
-                    log::warn!("session worker {pid} killed by signal {sig}");
+                    log::warn!("session process {pid} killed by signal {sig}");
                     pid
                 }
                 _ => break,
@@ -115,15 +146,18 @@ impl Spawner {
         let me = nix::unistd::geteuid().as_raw();
         if !self.switch && uid != me {
             return Err(format!(
-                "user {user} has uid {uid}, and imapd (running as uid {me}) cannot become it: \
-                 start imapd as root (unpriv n in services.conf)"
+                "user {user} has uid {uid}, and this server (running as uid {me}) cannot \
+                 become it: start it as root (unpriv n in services.conf)"
             ));
         }
-        let msg = handoff::Session {
+        let msg = Session {
             user,
             home,
             conn: req.conn,
         };
+        if let Workers::PerConnection { .. } = self.how {
+            return self.session_process(uid, gid, msg, fd);
+        }
         let bytes = postcard::to_stdvec(&msg).map_err(|e| e.to_string())?;
         for attempt in 0..2 {
             let sock = self.worker(uid, gid)?;
@@ -183,6 +217,40 @@ impl Spawner {
         Err("authd unavailable".into())
     }
 
+    /// Forks a process for one session, as the user.
+    fn session_process(
+        &mut self,
+        uid: u32,
+        gid: u32,
+        msg: Session,
+        fd: OwnedFd,
+    ) -> Result<(), String> {
+        let parent = nix::unistd::getpid();
+        // SAFETY: the spawner is single-threaded, so the child may run arbitrary code.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                self.close_inherited();
+                let Workers::PerConnection { name, serve } = &self.how else {
+                    std::process::exit(1);
+                };
+                become_session(parent, name, uid, gid, self.switch);
+                finish(uid, serve(msg, fd))
+            }
+            Ok(ForkResult::Parent { .. }) => Ok(()),
+            Err(e) => Err(format!("fork: {e}")),
+        }
+    }
+
+    /// In a forked child: closes what only the spawner may hold.
+    fn close_inherited(&self) {
+        let mut close = vec![self.login.as_raw_fd()];
+        close.extend(self.authd.as_ref().map(|s| s.as_raw_fd()));
+        close.extend(self.workers.values().map(|w| w.sock.as_raw_fd()));
+        for fd in close {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+
     /// The socket of the worker for `uid`, started if need be.
     fn worker(&mut self, uid: u32, gid: u32) -> Result<RawFd, String> {
         if let Some(w) = self.workers.get(&uid) {
@@ -196,13 +264,12 @@ impl Spawner {
             Ok(ForkResult::Child) => {
                 drop(mine);
                 // Nothing of the spawner's stays open in the worker.
-                let mut close = vec![self.login.as_raw_fd()];
-                close.extend(self.authd.as_ref().map(|s| s.as_raw_fd()));
-                close.extend(self.workers.values().map(|w| w.sock.as_raw_fd()));
-                for fd in close {
-                    let _ = nix::unistd::close(fd);
-                }
-                run_worker(parent, theirs, uid, gid, self.switch, self.s.clone())
+                self.close_inherited();
+                let Workers::PerUid { name, serve } = &self.how else {
+                    std::process::exit(1);
+                };
+                become_session(parent, name, uid, gid, self.switch);
+                finish(uid, serve(theirs))
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(theirs);
@@ -222,38 +289,30 @@ impl Spawner {
     }
 }
 
-/// The worker side of the fork: become the user, serve, exit.
-fn run_worker(parent: Pid, sock: OwnedFd, uid: u32, gid: u32, switch: bool, s: Settings) -> ! {
+/// In a forked session process: dies with the spawner, takes its name, becomes the user.
+fn become_session(parent: Pid, name: &str, uid: u32, gid: u32, switch: bool) {
     petrel_daemon::die_with(parent);
-    set_name("imapd-worker");
+    crate::set_name(name);
     if switch {
         if let Err(e) = petrel_daemon::become_user(Uid::from_raw(uid), Gid::from_raw(gid)) {
-            log::error!("session worker for uid {uid}: {e}");
+            log::error!("session process for uid {uid}: {e}");
             std::process::exit(1);
         }
     }
-    let code = match crate::worker::Worker::new(sock, s).and_then(|mut w| w.run()) {
-        Ok(()) => 0,
+}
+
+/// Ends a session process with its result.
+fn finish(uid: u32, result: io::Result<()>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
         Err(e) => {
-            log::error!("session worker for uid {uid}: {e}");
-            1
+            log::error!("session process for uid {uid}: {e}");
+            std::process::exit(1)
         }
-    };
-    std::process::exit(code)
+    }
 }
 
 /// Connects to authd (before the spawner gives up the right to).
 pub fn connect_authd() -> io::Result<UnixStream> {
     petrel_daemon::connect("private/auth", AUTHD_TIMEOUT)
-}
-
-/// The process name ps and /proc/PID/comm show (at most 15 bytes).
-pub fn set_name(name: &str) {
-    if let Ok(c) = std::ffi::CString::new(name) {
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which
-        // `c` is for the names used here; it only renames this thread.
-        unsafe {
-            libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0);
-        }
-    }
 }
