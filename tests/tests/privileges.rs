@@ -78,8 +78,9 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
         sb.dir.join("home/petrel-e2e-root").display()
     ));
     std::fs::write(&users, text).unwrap();
-    // Plain LOGIN for the IMAP checks below.
+    // Plain LOGIN / USER+PASS for the IMAP and POP3 checks below.
     sb.set("imapd_tls_auth_only", "no");
+    sb.set("pop3d_tls_auth_only", "no");
 
     sb.start();
     // A service that was just started may still be reading its configuration as root:
@@ -94,18 +95,20 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
                     name == "local"
                         || status_field(*pid, "NoNewPrivs") == "1"
                         || name == "authd"
-                        || (name == "imapd"
+                        || ((name == "imapd" || name == "pop3d")
                             && status_field(*pid, "CapEff") == "00000000000000c0"
                             && petrel_tests::Sandbox::children_of(*pid)
                                 .iter()
                                 .any(|(p, n)| {
-                                    n == "imapd-login" && status_field(*p, "NoNewPrivs") == "1"
+                                    *n == format!("{name}-login")
+                                        && status_field(*p, "NoNewPrivs") == "1"
                                 }))
                 })
         },
     );
     let spool = std::fs::canonicalize(sb.dir.join("spool")).unwrap();
     let mut imapd_spawners = Vec::new();
+    let mut pop3d_spawners = Vec::new();
     for (pid, name) in sb.children() {
         let uid = status_field(pid, "Uid");
         let cap_eff = status_field(pid, "CapEff");
@@ -139,24 +142,31 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
                 assert_eq!(cap_eff, "0000000000000000", "smtp has capabilities");
                 assert_eq!(status_field(pid, "NoNewPrivs"), "1", "smtp");
             }
-            "imapd" => {
+            "imapd" | "pop3d" => {
                 // The spawner: root with only CAP_SETUID and CAP_SETGID (bits 7 and 6),
                 // and no network socket.
                 assert!(
                     uid.split_whitespace().all(|u| u == "0"),
-                    "imapd spawner: Uid {uid}"
+                    "{name} spawner: Uid {uid}"
                 );
                 assert_eq!(
                     cap_eff, "00000000000000c0",
-                    "imapd spawner keeps only setuid/setgid"
+                    "{name} spawner keeps only setuid/setgid"
                 );
                 let bounding = status_field(pid, "CapBnd");
-                assert_eq!(bounding, "00000000000000c0", "imapd spawner's bounding set");
+                assert_eq!(
+                    bounding, "00000000000000c0",
+                    "{name} spawner's bounding set"
+                );
                 let tcp = tcp_socket_inodes();
                 for ino in socket_inodes(pid) {
-                    assert!(!tcp.contains(&ino), "the imapd spawner holds a TCP socket");
+                    assert!(!tcp.contains(&ino), "the {name} spawner holds a TCP socket");
                 }
-                imapd_spawners.push(pid);
+                if name == "imapd" {
+                    imapd_spawners.push(pid);
+                } else {
+                    pop3d_spawners.push(pid);
+                }
             }
             "authd" => {
                 let want = auth_owner.uid.to_string();
@@ -228,6 +238,9 @@ fn services_run_with_their_configured_identity_and_no_capabilities() {
     assert_eq!(meta.mode() & 0o777, 0o600);
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(header(&text, "Subject").as_deref(), Some("owned"));
+    // Two pop3d: POP3 (110) and POP3S (995). authd was killed above: they restarted too.
+    assert_eq!(pop3d_spawners.len(), 2, "two pop3d services");
+    check_pop3d_processes(&sb, &owner, &rcpt);
     sb.stop();
 }
 
@@ -275,6 +288,110 @@ fn imap_cmd(s: &mut std::net::TcpStream, tag: &str, cmd: &str) -> String {
             return all;
         }
     }
+}
+
+/// One POP3 command line and its one-line answer.
+fn pop_cmd(s: &mut std::net::TcpStream, cmd: &str) -> String {
+    use std::io::Write;
+    s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+    petrel_tests::imap::read_line(s, Duration::from_secs(20))
+}
+
+/// pop3d's processes: the login process is mail_owner without capabilities; each login
+/// gets a session process as the user's uid; a uid-0 user gets no session.
+fn check_pop3d_processes(
+    sb: &petrel_tests::Sandbox,
+    owner: &nix::unistd::User,
+    rcpt: &nix::unistd::User,
+) {
+    let spawners = || -> Vec<i32> {
+        sb.children()
+            .into_iter()
+            .filter(|(_, n)| n == "pop3d")
+            .map(|(p, _)| p)
+            .collect()
+    };
+    sb.wait_for(
+        "two pop3d, each with its login process",
+        Duration::from_secs(20),
+        || {
+            let s = spawners();
+            s.len() == 2
+                && s.iter().all(|p| {
+                    petrel_tests::Sandbox::children_of(*p)
+                        .iter()
+                        .any(|(c, n)| n == "pop3d-login" && status_field(*c, "NoNewPrivs") == "1")
+                })
+        },
+    );
+    let spawners = spawners();
+    let kids = || -> Vec<(i32, String)> {
+        spawners
+            .iter()
+            .flat_map(|p| petrel_tests::Sandbox::children_of(*p))
+            .collect()
+    };
+    let login: Vec<i32> = kids()
+        .iter()
+        .filter(|(_, n)| n == "pop3d-login")
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(login.len(), 2, "one login process per pop3d: {:?}", kids());
+    for pid in login {
+        let uid = status_field(pid, "Uid");
+        let want = owner.uid.to_string();
+        assert!(
+            uid.split_whitespace().all(|u| u == want),
+            "pop3d-login: Uid {uid}"
+        );
+        assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
+        assert_eq!(status_field(pid, "CapPrm"), "0000000000000000");
+        assert_eq!(status_field(pid, "NoNewPrivs"), "1", "pop3d-login");
+    }
+    let port = sb.base + 110;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let greeting = petrel_tests::imap::read_line(&mut s, Duration::from_secs(20));
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    assert!(pop_cmd(&mut s, "USER petrel-e2e-rcpt").starts_with("+OK"));
+    let r = pop_cmd(&mut s, "PASS x");
+    assert!(
+        r.starts_with("+OK"),
+        "login as a system user: {r}\n{}",
+        sb.log()
+    );
+    let r = pop_cmd(&mut s, "STAT");
+    assert!(r.starts_with("+OK 1 "), "the message delivered above: {r}");
+    let sessions: Vec<i32> = kids()
+        .iter()
+        .filter(|(_, n)| n == "pop3d-session")
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(sessions.len(), 1, "one session process: {:?}", kids());
+    let pid = sessions[0];
+    let want = rcpt.uid.to_string();
+    let uid = status_field(pid, "Uid");
+    assert!(
+        uid.split_whitespace().all(|u| u == want),
+        "the POP3 session runs as the user: Uid {uid}"
+    );
+    let gid = status_field(pid, "Gid");
+    assert!(
+        gid.split_whitespace().all(|g| g == rcpt.gid.to_string()),
+        "Gid {gid}"
+    );
+    assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(pid, "CapPrm"), "0000000000000000");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1", "pop3d-session");
+    assert!(pop_cmd(&mut s, "QUIT").starts_with("+OK"));
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = petrel_tests::imap::read_line(&mut s, Duration::from_secs(20));
+    assert!(pop_cmd(&mut s, "USER petrel-e2e-root").starts_with("+OK"));
+    let r = pop_cmd(&mut s, "PASS y");
+    assert!(
+        r.starts_with("-ERR [SYS/TEMP]"),
+        "a uid-0 user must not get a session: {r}"
+    );
 }
 
 /// imapd's processes: the login process is mail_owner without capabilities; a login
@@ -383,8 +500,12 @@ fn check_imapd_processes(
             if !petrel_tests::imap::read_line(&mut s, Duration::from_secs(5)).starts_with("* OK") {
                 return false;
             }
-            let r = imap_cmd(&mut s, "c1", "LOGIN petrel-e2e-rcpt x");
-            if r.contains("c1 OK") {
+            // The old imapd may still greet and then go away: no answer is "not yet".
+            use std::io::Write;
+            if s.write_all(b"c1 LOGIN petrel-e2e-rcpt x\r\n").is_err() {
+                return false;
+            }
+            if petrel_tests::imap::read_line(&mut s, Duration::from_secs(5)).starts_with("c1 OK") {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(300));

@@ -44,6 +44,14 @@ pub enum Workers {
     },
 }
 
+impl Workers {
+    /// The program's name, from its session processes' names (`imapd-worker` → imapd).
+    fn program(&self) -> &'static str {
+        let (Workers::PerUid { name, .. } | Workers::PerConnection { name, .. }) = self;
+        name.split('-').next().unwrap_or(name)
+    }
+}
+
 /// The spawner's state.
 pub struct Spawner {
     login: OwnedFd,
@@ -76,16 +84,36 @@ impl Spawner {
         let mut buf = vec![0u8; handoff::MAX_MESSAGE];
         loop {
             self.reap();
-            // Wake up at least every second, so that ended sessions are reaped.
-            let mut fds = [nix::poll::PollFd::new(
-                self.login.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+            // Wake up at least every second, so that ended sessions are reaped. authd
+            // never speaks unasked: its line becoming readable means it went away.
+            let (login_ready, authd_gone) = {
+                use nix::poll::{PollFd, PollFlags, PollTimeout};
+                let mut fds = vec![PollFd::new(self.login.as_fd(), PollFlags::POLLIN)];
+                if let Some(a) = &self.authd {
+                    fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+                }
+                match nix::poll::poll(&mut fds, PollTimeout::from(1000u16)) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), fds.get(1).is_some_and(ready))
+            };
+            if authd_gone {
+                self.authd = None;
+                if self.switch {
+                    // As root without CAP_DAC_OVERRIDE the spool's private/ is out of
+                    // reach: end now, before a login needs authd, so master starts a
+                    // fresh spawner that can connect.
+                    return Err(io::Error::other(format!(
+                        "authd closed its connection; exiting so that master restarts {}",
+                        self.how.program()
+                    )));
+                }
+            }
+            if !login_ready {
+                continue;
             }
             match handoff::recv::<Login>(&self.login, &mut buf, true) {
                 Ok(Received::Msg(req, fd)) => {
@@ -99,10 +127,11 @@ impl Spawner {
                     }
                     handoff::send(&self.login, &Answer { id, error }, None, false)?;
                     if self.lost_authd {
-                        return Err(io::Error::other(
-                            "lost the connection to authd, which only a new imapd can reopen; \
-                             exiting so that master restarts imapd",
-                        ));
+                        return Err(io::Error::other(format!(
+                            "lost the connection to authd, which only a new {0} can reopen; \
+                             exiting so that master restarts {0}",
+                            self.how.program()
+                        )));
                     }
                 }
                 Ok(Received::Nothing) => {}
