@@ -52,6 +52,7 @@ bench: release
 	python3 bench/smtp_in.py --bin target/release
 	python3 bench/smtp_out.py --bin target/release
 	python3 bench/imap.py --bin target/release
+	python3 bench/pop3.py --bin target/release
 
 clean:
 	$(CARGO) clean

@@ -16,7 +16,8 @@
 //! `$PETREL_CONFIG`, else `/etc/petrel`.
 //!
 //! - `sandbox DIR`: writes a self-contained configuration, spool and mail store under DIR
-//!   for the invoking user (listeners on 127.0.0.1 at N+25, N+587, N+143, N+110 for the
+//!   for the invoking user (listeners on 127.0.0.1 at N+25, N+587, N+465, N+143, N+993,
+//!   N+110, N+995 for the
 //!   programs that are installed; default N is 10000) and an account `demo` whose password
 //!   it prints. Refuses to overwrite an existing sandbox without `--force`.
 //! - `start`: checks the configuration, creates the spool if needed and starts `master` in
@@ -85,7 +86,7 @@ enum Cmd {
     Sandbox {
         /// Where to create it.
         dir: PathBuf,
-        /// Listeners go on 127.0.0.1 at N+25, N+587, N+143, N+110.
+        /// Listeners go on 127.0.0.1 at N+25, N+587, N+465, N+143, N+993, N+110, N+995.
         #[arg(long, value_name = "N", default_value_t = 10000)]
         port_base: u16,
         /// Overwrite an existing sandbox configuration.
