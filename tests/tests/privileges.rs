@@ -290,6 +290,26 @@ fn imap_cmd(s: &mut std::net::TcpStream, tag: &str, cmd: &str) -> String {
     }
 }
 
+/// Process `pid` (named `name`) runs as `user`'s uid and gid with no capabilities and
+/// no_new_privs.
+fn assert_unprivileged(pid: i32, user: &nix::unistd::User, name: &str) {
+    let uid = status_field(pid, "Uid");
+    let want = user.uid.to_string();
+    assert!(
+        uid.split_whitespace().all(|u| u == want),
+        "{name} runs as {}: Uid {uid}",
+        user.name
+    );
+    let gid = status_field(pid, "Gid");
+    assert!(
+        gid.split_whitespace().all(|g| g == user.gid.to_string()),
+        "{name}: Gid {gid}"
+    );
+    assert_eq!(status_field(pid, "CapEff"), "0000000000000000", "{name}");
+    assert_eq!(status_field(pid, "CapPrm"), "0000000000000000", "{name}");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1", "{name}");
+}
+
 /// One POP3 command line and its one-line answer.
 fn pop_cmd(s: &mut std::net::TcpStream, cmd: &str) -> String {
     use std::io::Write;
@@ -338,15 +358,7 @@ fn check_pop3d_processes(
         .collect();
     assert_eq!(login.len(), 2, "one login process per pop3d: {:?}", kids());
     for pid in login {
-        let uid = status_field(pid, "Uid");
-        let want = owner.uid.to_string();
-        assert!(
-            uid.split_whitespace().all(|u| u == want),
-            "pop3d-login: Uid {uid}"
-        );
-        assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
-        assert_eq!(status_field(pid, "CapPrm"), "0000000000000000");
-        assert_eq!(status_field(pid, "NoNewPrivs"), "1", "pop3d-login");
+        assert_unprivileged(pid, owner, "pop3d-login");
     }
     let port = sb.base + 110;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -367,21 +379,7 @@ fn check_pop3d_processes(
         .map(|(p, _)| *p)
         .collect();
     assert_eq!(sessions.len(), 1, "one session process: {:?}", kids());
-    let pid = sessions[0];
-    let want = rcpt.uid.to_string();
-    let uid = status_field(pid, "Uid");
-    assert!(
-        uid.split_whitespace().all(|u| u == want),
-        "the POP3 session runs as the user: Uid {uid}"
-    );
-    let gid = status_field(pid, "Gid");
-    assert!(
-        gid.split_whitespace().all(|g| g == rcpt.gid.to_string()),
-        "Gid {gid}"
-    );
-    assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
-    assert_eq!(status_field(pid, "CapPrm"), "0000000000000000");
-    assert_eq!(status_field(pid, "NoNewPrivs"), "1", "pop3d-session");
+    assert_unprivileged(sessions[0], rcpt, "pop3d-session");
     assert!(pop_cmd(&mut s, "QUIT").starts_with("+OK"));
 
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -416,15 +414,7 @@ fn check_imapd_processes(
         .collect();
     assert_eq!(login.len(), 2, "one login process per imapd: {:?}", kids());
     for pid in login {
-        let uid = status_field(pid, "Uid");
-        let want = owner.uid.to_string();
-        assert!(
-            uid.split_whitespace().all(|u| u == want),
-            "imapd-login: Uid {uid}"
-        );
-        assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
-        assert_eq!(status_field(pid, "CapPrm"), "0000000000000000");
-        assert_eq!(status_field(pid, "NoNewPrivs"), "1", "imapd-login");
+        assert_unprivileged(pid, owner, "imapd-login");
     }
 
     let port = petrel_tests::imap::imap_port(sb);
@@ -447,20 +437,7 @@ fn check_imapd_processes(
         "one session worker: {kids:?}\nlog:\n{}",
         sb.log()
     );
-    let uid = status_field(workers[0], "Uid");
-    let want = rcpt.uid.to_string();
-    assert!(
-        uid.split_whitespace().all(|u| u == want),
-        "the session runs as the user: Uid {uid}"
-    );
-    let gid = status_field(workers[0], "Gid");
-    assert!(
-        gid.split_whitespace().all(|g| g == rcpt.gid.to_string()),
-        "Gid {gid}"
-    );
-    assert_eq!(status_field(workers[0], "CapEff"), "0000000000000000");
-    assert_eq!(status_field(workers[0], "CapPrm"), "0000000000000000");
-    assert_eq!(status_field(workers[0], "NoNewPrivs"), "1", "imapd-worker");
+    assert_unprivileged(workers[0], rcpt, "imapd-worker");
     // The Maildir the session created belongs to the user.
     let md = std::fs::metadata(home.join("Maildir/cur")).unwrap();
     assert_eq!(md.uid(), rcpt.uid.as_raw(), "Maildir/cur is the user's");

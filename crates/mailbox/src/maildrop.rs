@@ -839,21 +839,7 @@ mod tests {
         }
     }
 
-    /// petrel_pop3_proto::wire_size.
-    fn wire_size(content: &[u8]) -> u64 {
-        let mut n = content.len() as u64;
-        let mut prev = 0u8;
-        for &b in content {
-            if b == b'\n' && prev != b'\r' {
-                n += 1;
-            }
-            prev = b;
-        }
-        if !content.is_empty() && !content.ends_with(b"\n") {
-            n += 2;
-        }
-        n
-    }
+    use petrel_pop3_proto::wire_size;
 
     const BODIES: [&[u8]; 6] = [
         b"Subject: one\n\nFrom the start\n>From quoted\n>>From twice\nFrom\n",
