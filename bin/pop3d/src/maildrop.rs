@@ -5,9 +5,11 @@
 //! - **Maildir**: an fcntl (open file description) lock on `MAILDIR/petrel-pop3.lock`,
 //!   released by the kernel if the session dies. Deliveries and IMAP go on meanwhile; what
 //!   arrives during the session is in the next one. UIDLs are Dovecot's default format
-//!   (`%08Xu%08Xv`: the IMAP UID, then UIDVALIDITY, in upper-case hex), so IMAP and POP3
-//!   agree and mail moved from Dovecot keeps its UIDLs. Sizes are IMAP's RFC822.SIZE (from
-//!   the index when known), plus the final CRLF that RETR adds to a message without one.
+//!   (`%08Xu%08Xv`: the IMAP UID, then UIDVALIDITY, in hex as Dovecot prints them, lower
+//!   case), so IMAP and POP3 agree and mail moved from Dovecot keeps its UIDLs. Sizes are
+//!   IMAP's RFC822.SIZE plus the final CRLF that RETR adds to a message without one,
+//!   worked out once per message and kept in the folder's index (cache blob
+//!   [`POP3_SIZE`]).
 //! - **mbox**: locked as `local` locks it (dotlock and fcntl) for the whole session, so a
 //!   delivery waits (or is deferred and retried): nothing is lost and it shows up in the
 //!   next session. Removal rewrites the file in place under a redo journal
@@ -22,6 +24,10 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The mailstore cache blob holding a message's POP3 size (u64, little-endian). IMAP's
+/// ENVELOPE and BODYSTRUCTURE are 1 and 2.
+pub const POP3_SIZE: u8 = 3;
 
 /// How long a session waits for another one's lock before `-ERR [IN-USE]`.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -200,27 +206,32 @@ fn open_maildir(dir: &Path) -> Result<(Maildrop, Vec<Listing>), OpenError> {
 
 /// A Maildir message's UIDL and the octets RETR sends for it.
 fn listing(folder: &mut Folder, uid: u32, validity: u32) -> io::Result<Listing> {
+    let uidl = format!("{uid:08x}{validity:08x}");
+    if let Some(b) = folder.cache(uid, POP3_SIZE) {
+        if let Ok(b) = <[u8; 8]>::try_from(b) {
+            return Ok(Listing {
+                size: u64::from_le_bytes(b),
+                uid: uidl,
+            });
+        }
+    }
     let crlf = folder.rfc822_size(uid)?;
     let path = folder
         .path(uid)
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "gone"))?;
     // RETR ends a message without a final newline with CRLF.
     let mut size = crlf;
-    if crlf > 0 {
-        let f = File::open(&path)?;
-        let len = f.metadata()?.len();
+    let f = File::open(&path)?;
+    let len = f.metadata()?.len();
+    if len > 0 {
         let mut last = [0u8; 1];
-        if len > 0 {
-            f.read_exact_at(&mut last, len - 1)?;
-            if last[0] != b'\n' {
-                size += 2;
-            }
+        f.read_exact_at(&mut last, len - 1)?;
+        if last[0] != b'\n' {
+            size += 2;
         }
     }
-    Ok(Listing {
-        size,
-        uid: format!("{uid:08X}{validity:08X}"),
-    })
+    folder.set_cache(uid, POP3_SIZE, &size.to_le_bytes())?;
+    Ok(Listing { size, uid: uidl })
 }
 
 /// The Maildir's POP3 session lock: an open-file-description write lock, waited for up

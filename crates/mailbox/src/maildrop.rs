@@ -73,7 +73,9 @@ pub struct MboxEntry {
     /// not end with LF.
     pub size: u64,
     /// The UIDL: 32 lowercase hex digits (the first 16 bytes of the SHA-256 of the
-    /// separator line and the quoted content), with `-2`, `-3`, ... appended to the second,
+    /// separator line, the first [`UIDL_CONTENT`] bytes of the quoted content — headers,
+    /// where Message-ID, Date and Received make messages differ — and the content's
+    /// length), with `-2`, `-3`, ... appended to the second,
     /// third, ... message of the mbox having the same digest. Stable across sessions as
     /// long as the messages before an identical one are not removed.
     pub uid: String,
@@ -634,6 +636,23 @@ struct Current {
     /// The offset of a blank line held back: it is content only if more content follows.
     pending_blank: Option<u64>,
     sum: Sha256,
+    /// Content bytes hashed so far (at most [`UIDL_CONTENT`]).
+    hashed: usize,
+}
+
+/// How much of a message's content its UIDL digest covers: hashing whole messages made
+/// listing a large mbox cost more than reading it.
+pub const UIDL_CONTENT: usize = 4096;
+
+impl Current {
+    /// Adds content bytes to the digest while under [`UIDL_CONTENT`].
+    fn hash(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(UIDL_CONTENT - self.hashed);
+        if n > 0 {
+            self.sum.update(&bytes[..n]);
+            self.hashed += n;
+        }
+    }
 }
 
 /// Splits an mbox into [`MboxEntry`]s as [`crate::split_mbox`] does, fed in chunks of any
@@ -711,7 +730,7 @@ impl Scanner {
                     }
                 }
                 LineState::Body | LineState::Separator => {
-                    let (end, eol) = match data.iter().position(|&c| c == b'\n') {
+                    let (end, eol) = match memchr::memchr(b'\n', data) {
                         Some(i) => (i + 1, true),
                         None => (data.len(), false),
                     };
@@ -751,7 +770,7 @@ impl Scanner {
     fn begin_line(&mut self) {
         if let Some(c) = &mut self.current {
             if let Some(at) = c.pending_blank.take() {
-                c.sum.update(b"\n");
+                c.hash(b"\n");
                 c.size += 2;
                 c.prev = b'\n';
                 c.content_end = at + 1;
@@ -764,7 +783,7 @@ impl Scanner {
         let (Some(c), Some(&last)) = (&mut self.current, bytes.last()) else {
             return;
         };
-        c.sum.update(bytes);
+        c.hash(bytes);
         c.size += bytes.len() as u64;
         if last == b'\n' {
             let before = bytes.len().checked_sub(2).map_or(c.prev, |i| bytes[i]);
@@ -789,6 +808,7 @@ impl Scanner {
             prev: 0,
             pending_blank: None,
             sum,
+            hashed: 0,
         });
     }
 
@@ -801,7 +821,9 @@ impl Scanner {
         if c.content_end > c.content_start && c.prev != b'\n' {
             size += 2;
         }
-        let digest = c.sum.finish();
+        let mut sum = c.sum;
+        sum.update(&(c.content_end - c.content_start).to_le_bytes());
+        let digest = sum.finish();
         let mut key = [0; 16];
         key.copy_from_slice(&digest[..16]);
         let mut uid = String::with_capacity(40);
