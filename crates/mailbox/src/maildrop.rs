@@ -149,7 +149,14 @@ impl MboxDrop {
             fcntl_lock(&file, path, deadline, policy.timeout)?;
         }
         recover(path, &file)?;
-        let (messages, len) = scan(&file, path)?;
+        let (messages, len) = match listing::load(path, &file) {
+            Some(found) => found,
+            None => {
+                let (messages, len) = scan(&file, path)?;
+                listing::save(path, &file, &messages, len);
+                (messages, len)
+            }
+        };
         Ok(MboxDrop {
             path: path.to_path_buf(),
             file: Some(file),
@@ -593,6 +600,155 @@ fn chunk_len(left: u64) -> usize {
 }
 
 /// Scans the mbox from its start: its messages and its length.
+/// A cache of an mbox's listing, `PATH.petrel-index`, so that a session on an unchanged
+/// mbox does not read it all: valid only for the file with the same device, inode, size,
+/// mtime and ctime (any write changes ctime, and nothing can set it back), checksummed,
+/// and owned by us. Written (to a temporary name, then renamed) when the mbox's directory
+/// lets us; a cache that is missing, stale, foreign or damaged is simply not used.
+mod listing {
+    use super::MboxEntry;
+    use openssl::sha::sha256;
+    use std::fs::{self, File};
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Path, PathBuf};
+
+    const MAGIC: &[u8; 8] = b"PETRELI1";
+
+    fn path_of(mbox: &Path) -> PathBuf {
+        let mut s = mbox.as_os_str().to_os_string();
+        s.push(".petrel-index");
+        PathBuf::from(s)
+    }
+
+    /// What identifies one state of the mbox.
+    fn key(file: &File) -> Option<[u64; 7]> {
+        let m = file.metadata().ok()?;
+        Some([
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            m.ctime() as u64,
+            m.ctime_nsec() as u64,
+        ])
+    }
+
+    /// The cached listing of `file`, if there is a valid one.
+    pub(super) fn load(mbox: &Path, file: &File) -> Option<(Vec<MboxEntry>, u64)> {
+        let path = path_of(mbox);
+        let meta = fs::symlink_metadata(&path).ok()?;
+        if !meta.file_type().is_file()
+            || meta.nlink() != 1
+            || meta.uid() != nix::unistd::geteuid().as_raw()
+        {
+            return None;
+        }
+        let data = fs::read(&path).ok()?;
+        let (body, sum) = data.split_at(data.len().checked_sub(32)?);
+        if sha256(body) != sum {
+            return None;
+        }
+        let mut r = Reader(body);
+        if r.take(8)? != MAGIC {
+            return None;
+        }
+        let key = key(file)?;
+        for k in key {
+            if r.u64()? != k {
+                return None;
+            }
+        }
+        let len = key[2];
+        let n = r.u64()? as usize;
+        let mut messages = Vec::with_capacity(n.min(body.len() / 33));
+        let mut prev_end = 0;
+        for _ in 0..n {
+            let (start, content_start, content_end, size) =
+                (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+            let ulen = usize::from(*r.take(1)?.first()?);
+            let uid = String::from_utf8(r.take(ulen)?.to_vec()).ok()?;
+            // Offsets in order and inside the file, or the cache is not ours to trust.
+            if start < prev_end
+                || content_start < start
+                || content_end < content_start
+                || content_end > len
+            {
+                return None;
+            }
+            prev_end = content_end;
+            messages.push(MboxEntry {
+                start,
+                content_start,
+                content_end,
+                size,
+                uid,
+            });
+        }
+        r.0.is_empty().then_some((messages, len))
+    }
+
+    /// Caches the listing of `file` (best effort).
+    pub(super) fn save(mbox: &Path, file: &File, messages: &[MboxEntry], len: u64) {
+        let Some(key) = key(file) else { return };
+        if key[2] != len {
+            return;
+        }
+        let mut out = Vec::with_capacity(80 + messages.len() * 72);
+        out.extend_from_slice(MAGIC);
+        for k in key {
+            out.extend_from_slice(&k.to_le_bytes());
+        }
+        out.extend_from_slice(&(messages.len() as u64).to_le_bytes());
+        for m in messages {
+            for v in [m.start, m.content_start, m.content_end, m.size] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            let Ok(ulen) = u8::try_from(m.uid.len()) else {
+                return;
+            };
+            out.push(ulen);
+            out.extend_from_slice(m.uid.as_bytes());
+        }
+        let sum = sha256(&out);
+        out.extend_from_slice(&sum);
+        let path = path_of(mbox);
+        let mut tmp = path.as_os_str().to_os_string();
+        tmp.push(format!(".{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let written = {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| f.write_all(&out))
+        };
+        if written.and_then(|()| fs::rename(&tmp, &path)).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    struct Reader<'a>(&'a [u8]);
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if self.0.len() < n {
+                return None;
+            }
+            let (a, b) = self.0.split_at(n);
+            self.0 = b;
+            Some(a)
+        }
+
+        fn u64(&mut self) -> Option<u64> {
+            self.take(8)?.try_into().ok().map(u64::from_le_bytes)
+        }
+    }
+}
+
 fn scan(file: &File, path: &Path) -> io::Result<(Vec<MboxEntry>, u64)> {
     let mut reader = BufReader::with_capacity(CHUNK, file);
     let mut scanner = Scanner::default();
@@ -982,6 +1138,49 @@ mod tests {
         drop2.remove(&[]).expect("just unlock");
         assert_eq!(fs::read(&mbox).expect("read"), data);
         assert!(!journal_path(&mbox).exists());
+    }
+
+    #[test]
+    fn the_listing_cache_is_used_only_for_the_same_file_state() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mbox = sample(t.path());
+        let first = MboxDrop::lock(&mbox, &quick(1000)).expect("lock");
+        let msgs = first.messages().to_vec();
+        drop(first);
+        let cache = t.path().join("user.petrel-index");
+        assert!(cache.is_file(), "the listing was cached");
+        // A damaged cache is not used: the listing comes from the file.
+        let mut bytes = fs::read(&cache).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        fs::write(&cache, &bytes).expect("write");
+        let again = MboxDrop::lock(&mbox, &quick(1000)).expect("lock");
+        assert_eq!(again.messages(), msgs);
+        drop(again);
+        // A delivery changes the file: the cache no longer matches it.
+        deliver_mbox(
+            &mbox,
+            "x@example.org",
+            0,
+            &[b"Subject: new\n\nnew\n"],
+            &quick(1000),
+        )
+        .expect("deliver");
+        let after = MboxDrop::lock(&mbox, &quick(1000)).expect("lock");
+        assert_eq!(after.messages().len(), msgs.len() + 1);
+        assert_eq!(&after.messages()[..msgs.len()], &msgs[..]);
+        assert_eq!(
+            after.read(msgs.len()).expect("read"),
+            b"Subject: new\n\nnew\n"
+        );
+        // A removal too.
+        after.remove(&[0]).expect("remove");
+        let last = MboxDrop::lock(&mbox, &quick(1000)).expect("lock");
+        assert_eq!(last.messages().len(), msgs.len());
+        assert_eq!(
+            last.read(0).expect("read"),
+            split_mbox(&fs::read(&mbox).expect("read"))[0].content
+        );
     }
 
     /// The envelopes and contents of `data`'s messages.
