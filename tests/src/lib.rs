@@ -14,6 +14,7 @@ pub mod dns;
 pub mod imap;
 pub mod netns;
 pub mod peers;
+pub mod pop3;
 
 /// Where the Petrel programs are.
 pub fn bin_dir() -> PathBuf {
