@@ -477,7 +477,7 @@ fn every_command(name: &str, mode: &str) {
     );
     assert_eq!(maildir_by_subject(&sb, "demo").len(), 4);
 
-    // UIDL = IMAP UID and UIDVALIDITY, %08X%08X.
+    // UIDL = IMAP UID and UIDVALIDITY, %08x%08x (lower-case hex, as Dovecot prints it).
     let validity: u32 = py.get("imap_validity").parse().unwrap();
     let mut imap: BTreeMap<String, u32> = BTreeMap::new();
     for (k, v) in &py.map {
@@ -492,7 +492,7 @@ fn every_command(name: &str, mode: &str) {
             .unwrap_or_else(|| panic!("IMAP has no {subject:?}: {imap:?}"));
         assert_eq!(
             uidl[n],
-            format!("{uid:08X}{validity:08X}"),
+            format!("{uid:08x}{validity:08x}"),
             "UIDL of message {n} ({subject}) against IMAP UID {uid}, UIDVALIDITY {validity}"
         );
     }
@@ -712,6 +712,62 @@ fn retr_marks_seen_in_the_maildir_and_for_imap() {
             "IMAP FLAGS of {subject}: {f:?}"
         );
     }
+}
+
+/// argv after port and password: the IMAPS port.
+const PY_IMAP_FLAGS_DURING: &str = r#"
+imaps = int(args[0])
+p = pop3s(port)
+login(p)
+rec("uidl", p.uidl)
+# An IMAP client flags message 1 meanwhile (its file is renamed: ...:2,F).
+M = imaplib.IMAP4_SSL("127.0.0.1", imaps, ssl_context=ctx(), timeout=30)
+M.login("demo", pw)
+M.select("INBOX")
+typ, d = M.store("1", "+FLAGS", "(\\Flagged)")
+out("imap_store", "%s %r" % (typ, d))
+M.logout()
+rec("retr1", lambda: p.retr(1))
+rec("top1", lambda: p.top(1, 0))
+rec("retr2", lambda: p.retr(2))
+rec("dele1", lambda: p.dele(1))
+rec("quit", p.quit)
+validity, msgs = imap_uids(imaps)
+for uid, (flags, subj) in sorted(msgs.items()):
+    out("after_" + subj, flags)
+"#;
+
+/// IMAP sessions go on during a POP3 session (the man page): a flag set over IMAP renames
+/// the message's file, and the POP3 session must still read and remove it.
+#[test]
+fn an_imap_flag_change_during_a_session_keeps_the_message_readable() {
+    if !petrel_tests::pop3::have_python() {
+        return;
+    }
+    let (mut sb, pw) = pop3_sandbox("pop3d_imap_rename", &[]);
+    start_pop3d(&mut sb);
+    wait_imapd(&sb);
+    deliver(&sb, "imap one", "first\n", 1);
+    deliver(&sb, "imap two", "second\n", 2);
+    let imaps = imaps_port(&sb).to_string();
+    let py = PyOut::run(&sb, PY_IMAP_FLAGS_DURING, pop3s_port(&sb), &pw, &[&imaps]);
+    assert!(py.get("imap_store").starts_with("OK"), "{}", py.raw);
+    let files = maildir_by_subject(&sb, "demo");
+    assert!(
+        maildir_flags(&files["imap one"].0).contains('F'),
+        "{}",
+        files["imap one"].0.display()
+    );
+    py.want("retr2", "+OK");
+    py.want("retr1", "+OK");
+    assert!(py.get("retr1").contains("Subject: imap one"), "{}", py.raw);
+    py.want("top1", "+OK");
+    py.want("dele1", "+OK");
+    assert_eq!(py.get("quit"), "+OK Logging out, 1 messages deleted.");
+    let left: Vec<String> = maildir_by_subject(&sb, "demo").into_keys().collect();
+    assert_eq!(left, vec!["imap two"], "DELE 1 + QUIT");
+    assert!(!py.map.contains_key("after_imap one"), "{}", py.raw);
+    assert!(py.get("after_imap two").contains("\\Seen"), "{}", py.raw);
 }
 
 // ---------------------------------------------------------------------------------------
