@@ -1,6 +1,7 @@
-"""Shared helpers for bench/smtp_out.py: process-tree CPU and memory from /proc, a peak
+"""Shared helpers for the benchmarks in bench/: process-tree CPU and memory from /proc, a peak
 sampler, bounded parallel submission, Postfix's smtp-sink as a counting receiver, and a
-reader for the `delays=a/b/c/d` fields of Postfix-style delivery log lines.
+reader for the `delays=a/b/c/d` fields of Postfix-style delivery log lines, and Dovecot
+run from a throwaway configuration as the peer of imap.py and pop3.py.
 
 Every loop here is bounded in count or time.
 """
@@ -310,3 +311,141 @@ def fmt_delays(stats):
             mean, med, mx = stats[name]
             parts.append(f"{name} {mean:.2f}/{med:.2f}/{mx:.2f}")
     return "; ".join(parts) + "  (mean/median/max s)"
+
+
+# ---------------------------------------------------------------------------------------
+# What the mail-access benches (imap.py, pop3.py) share: small helpers, and Dovecot run
+# from a throwaway configuration as the peer.
+
+def comm(pid):
+    """A process's name, or "?" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def cpu(pids):
+    """CPU seconds the processes used so far."""
+    return sum(pid_cpu(p) for p in pids)
+
+
+def median(xs):
+    xs = sorted(xs)
+    h = len(xs) // 2
+    return xs[h] if len(xs) % 2 else (xs[h - 1] + xs[h]) / 2
+
+
+def prec(x):
+    """Decimals that show about 3 significant digits."""
+    return 1 if abs(x) >= 100 else 2 if abs(x) >= 1 else 3 if abs(x) >= 0.1 else 4
+
+
+def chown_tree(top, uid, gid):
+    """Gives a directory tree to uid:gid (nothing when uid is None)."""
+    if uid is None:
+        return
+    for d, _dirs, files in os.walk(top):
+        os.chown(d, uid, gid)
+        for f in files:
+            try:
+                os.chown(os.path.join(d, f), uid, gid)
+            except FileNotFoundError:
+                pass
+
+
+def wait_greeting(port, limit, greeting, bye, proto):
+    """Waits (at most `limit` s) until 127.0.0.1:port greets with `greeting`; says `bye`."""
+    end = time.time() + limit
+    last = None
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                if s.recv(256).startswith(greeting):
+                    s.sendall(bye)
+                    return
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answers {proto} on 127.0.0.1:{port} ({last})")
+
+
+def dovecot_version():
+    try:
+        return subprocess.run(["dovecot", "--version"], capture_output=True, timeout=10).stdout.decode().split()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "?"
+
+
+class Dovecot:
+    """Dovecot from its own configuration in WORK/dovecot (`dovecot -c CONF`), never as a
+    system service. Subclasses write the configuration and say how to wait for it
+    (`wait_ready`). Dovecot refuses mail access as uid 0, so as root its user is `mail`."""
+    name = "dovecot"
+    # The Debian package and the program that must be there, for why_not().
+    package = "dovecot-core"
+    program = "/usr/sbin/dovecot"
+
+    def __init__(self, work):
+        self.w = os.path.join(work, "dovecot")
+        self.conf = os.path.join(self.w, "dovecot.conf")
+        self.master = None
+        if os.geteuid() == 0:
+            import pwd
+            u = pwd.getpwnam("mail")
+            self.uid, self.gid = u.pw_uid, u.pw_gid
+        else:
+            self.uid, self.gid = os.geteuid(), os.getegid()
+
+    @classmethod
+    def why_not(cls):
+        import pwd
+        import shutil
+        if not shutil.which("dovecot") or not os.path.exists(cls.program):
+            return f"Debian's {cls.package} is not installed"
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("mail")
+            except KeyError:
+                return "running as root and there is no `mail` user for Dovecot's mail uid"
+        return None
+
+    def wait_ready(self):
+        raise NotImplementedError
+
+    def start(self):
+        # Not capture_output: the daemon would keep the pipes open.
+        with open(os.path.join(self.w, "start.out"), "wb") as out:
+            r = subprocess.run(["dovecot", "-c", self.conf], stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("dovecot: " + open(os.path.join(self.w, "start.out"), errors="replace").read())
+        end = time.time() + 10
+        while self.master is None and time.time() < end:
+            self.master = read_pid(os.path.join(self.w, "run/master.pid"))
+            time.sleep(0.05)
+        self.wait_ready()
+
+    def stop(self):
+        import signal
+        subprocess.run(["doveadm", "-c", self.conf, "stop"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        if self.master and not wait_gone(self.master, 15):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.kill(self.master, sig)
+                except ProcessLookupError:
+                    break
+                if wait_gone(self.master, 10):
+                    break
+        self.master = None
+
+    def log_errors(self):
+        """Error, fatal and warning lines of its log (not the one `doveadm stop` causes)."""
+        try:
+            text = open(os.path.join(self.w, "dovecot.log"), errors="replace").read()
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if ("Error" in line or "Fatal" in line or "Warning" in line)
+                and "Killed with signal 15" not in line]

@@ -48,12 +48,10 @@ Every loop is bounded (counts and the --limit deadline); every connection is to
 import argparse
 import email.utils
 import os
-import pwd
 import random
 import re
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -126,18 +124,6 @@ def write_folder(cur, n, lo, hi, t_end):
         os.utime(path, (t, t))
         total += len(data)
     return total
-
-
-def chown_tree(top, uid, gid):
-    if uid is None:
-        return
-    for d, dirs, files in os.walk(top):
-        os.chown(d, uid, gid)
-        for f in files:
-            try:
-                os.chown(os.path.join(d, f), uid, gid)
-            except OSError:
-                pass
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,6 +220,10 @@ def login_select(port, password, mailbox="INBOX"):
 # ---------------------------------------------------------------------------------------
 
 
+def wait_port(port, limit):
+    bl.wait_greeting(port, limit, b"* OK", b"a LOGOUT\r\n", "IMAP")
+
+
 class Petrel:
     name = "petrel"
     port = PETREL_IMAP
@@ -279,7 +269,7 @@ class Petrel:
     def pids(self):
         """Petrel's imapd processes: the spawners, login processes and session workers."""
         root = bl.read_pid(self.pidfile)
-        return [p for p in bl.tree_pids(root) if comm(p).startswith("imapd")] if root else []
+        return [p for p in bl.tree_pids(root) if bl.comm(p).startswith("imapd")] if root else []
 
 
 DOVECOT_CONF = """\
@@ -323,33 +313,16 @@ service imap {{
 """
 
 
-class Dovecot:
-    name = "dovecot"
+class Dovecot(bl.Dovecot):
+    package = "dovecot-imapd"
+    program = "/usr/lib/dovecot/imap"
     port = DOVECOT_IMAP
 
     def __init__(self, work, maildir, password, conns):
-        self.w = os.path.join(work, "dovecot")
-        self.conf = os.path.join(self.w, "dovecot.conf")
+        super().__init__(work)
         self.maildir = maildir
         self.password = password
         self.conns = conns
-        self.master = None
-        if os.geteuid() == 0:
-            u = pwd.getpwnam("mail")
-            self.uid, self.gid = u.pw_uid, u.pw_gid
-        else:
-            self.uid, self.gid = os.geteuid(), os.getegid()
-
-    @staticmethod
-    def why_not():
-        if not shutil.which("dovecot") or not os.path.exists("/usr/lib/dovecot/imap"):
-            return "Debian's dovecot-imapd is not installed"
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam("mail")
-            except KeyError:
-                return "running as root and there is no `mail` user for Dovecot's mail uid"
-        return None
 
     def create(self):
         for d in ("run", "state"):
@@ -362,80 +335,17 @@ class Dovecot:
             f.write(DOVECOT_CONF.format(w=self.w, uid=min(self.uid, 500), maildir=self.maildir,
                                         port=self.port, clients=self.conns * 2 + 1000, procs=procs))
 
-    def start(self):
-        # Not capture_output: the daemon would keep the pipes open.
-        with open(os.path.join(self.w, "start.out"), "wb") as out:
-            r = subprocess.run(["dovecot", "-c", self.conf], stdin=subprocess.DEVNULL, stdout=out,
-                               stderr=subprocess.STDOUT, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError("dovecot: " + open(os.path.join(self.w, "start.out"), errors="replace").read())
-        end = time.time() + 10
-        while self.master is None and time.time() < end:
-            self.master = bl.read_pid(os.path.join(self.w, "run/master.pid"))
-            time.sleep(0.05)
+    def wait_ready(self):
         wait_port(self.port, 15)
-
-    def stop(self):
-        subprocess.run(["doveadm", "-c", self.conf, "stop"], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-        if self.master and not bl.wait_gone(self.master, 15):
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.kill(self.master, sig)
-                except ProcessLookupError:
-                    break
-                if bl.wait_gone(self.master, 10):
-                    break
-        self.master = None
 
     def pids(self):
         """The master and everything under it (imap-login, imap, auth, anvil, ...)."""
         return bl.tree_pids(self.master) if self.master else []
 
-    def log_errors(self):
-        try:
-            text = open(os.path.join(self.w, "dovecot.log"), errors="replace").read()
-        except OSError:
-            return []
-        return [line for line in text.splitlines() if "Error" in line or "Fatal" in line or "Warning" in line]
-
-
-def comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
 
 def memory(pids):
     """(RSS KiB, PSS KiB) summed over pids."""
     return bl.pids_memory(pids)
-
-
-def cpu(pids):
-    return sum(bl.pid_cpu(p) for p in pids)
-
-
-def wait_port(port, limit):
-    end = time.time() + limit
-    last = None
-    while time.time() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                if s.recv(256).startswith(b"* OK"):
-                    s.sendall(b"a LOGOUT\r\n")
-                    return
-        except OSError as e:
-            last = e
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing answers IMAP on 127.0.0.1:{port} ({last})")
-
-
-def median(xs):
-    xs = sorted(xs)
-    h = len(xs) // 2
-    return xs[h] if len(xs) % 2 else (xs[h - 1] + xs[h]) / 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -501,9 +411,9 @@ def idle_test(s, n, limit, conc=8):
     open_s = time.time() - t
     time.sleep(2.0)  # settle
     pids = s.pids()
-    c0 = cpu(pids)
+    c0 = bl.cpu(pids)
     time.sleep(5.0)
-    idle_cpu = (cpu(s.pids()) - c0) / 5.0
+    idle_cpu = (bl.cpu(s.pids()) - c0) / 5.0
     after = memory(s.pids())
     nproc = len(s.pids())
     alive = 0
@@ -568,7 +478,7 @@ def main():
         dove.create()
         t = time.time()
         nbytes = write_folder(os.path.join(maildir, "cur"), a.n, 2048, 8192, int(time.time()) - 3600)
-        chown_tree(os.path.dirname(maildir), dove.uid, dove.gid)
+        bl.chown_tree(os.path.dirname(maildir), dove.uid, dove.gid)
         # Dovecot's mail user must be able to walk down to the Maildir.
         d = os.path.dirname(os.path.dirname(maildir))
         while d.startswith(work) and len(d) >= len(work):
@@ -576,7 +486,7 @@ def main():
             d = os.path.dirname(d)
         print(f"imap: INBOX of {a.n} messages, {nbytes / 1e6:.1f} MB ({nbytes / a.n / 1024:.1f} KiB mean),"
               f" written in {time.time() - t:.1f} s; WORD {WORD!r} in {len(range(42, a.n, 100))} messages")
-        print(f"  petrel imapd 127.0.0.1:{petrel.port} ({bindir}); dovecot {dovecot_version()} 127.0.0.1:{dove.port};"
+        print(f"  petrel imapd 127.0.0.1:{petrel.port} ({bindir}); dovecot {bl.dovecot_version()} 127.0.0.1:{dove.port};"
               f" same Maildir {maildir}; plain IMAP, no TLS on either")
         servers = [petrel, dove]
         for s in servers:
@@ -586,7 +496,7 @@ def main():
         # the tree is chowned back to Dovecot's user, then both once more.
         for s in (dove, petrel):
             print(f"  warm-up (cold) {s.name}: {warm_up(s):.2f} s", flush=True)
-        chown_tree(os.path.dirname(maildir), dove.uid, dove.gid)
+        bl.chown_tree(os.path.dirname(maildir), dove.uid, dove.gid)
         for s in (dove, petrel):
             print(f"  warm-up (2nd)  {s.name}: {warm_up(s):.2f} s", flush=True)
 
@@ -618,7 +528,7 @@ def main():
                   + " s; search " + " ".join(f"{x:.3f}" for x in r["search"]) + " s"
                   f"; checks {checks[s.name]}, body bytes {r['body_bytes']}", flush=True)
 
-        chown_tree(os.path.dirname(maildir), dove.uid, dove.gid)
+        bl.chown_tree(os.path.dirname(maildir), dove.uid, dove.gid)
         # Both servers restart before the idle test, so that "after - before" counts every
         # byte the connections cost: for Petrel that includes the whole session worker
         # (started by the first login) and its copy of the folder, not memory its heap
@@ -655,13 +565,13 @@ def main():
                 for sub in ("new", "tmp"):
                     os.makedirs(os.path.join(bdir, sub), exist_ok=True)
                 open(os.path.join(bdir, "maildirfolder"), "w").close()
-                chown_tree(bdir, dove.uid, dove.gid)
+                bl.chown_tree(bdir, dove.uid, dove.gid)
                 print(f"  big folder .Big: {a.big} messages, {bbytes / 1e6:.0f} MB, written in {time.time() - t:.1f} s",
                       flush=True)
                 for s in (dove, petrel):
                     el, exists, _ = t_login_select(s, "Big")
                     print(f"  big warm-up SELECT {s.name}: {el:.2f} s (EXISTS {exists})", flush=True)
-                chown_tree(bdir, dove.uid, dove.gid)
+                bl.chown_tree(bdir, dove.uid, dove.gid)
                 for r in range(3):
                     for s in (servers if r % 2 == 0 else servers[::-1]):
                         el, exists, _ = t_login_select(s, "Big")
@@ -688,12 +598,12 @@ def main():
         # Table.
         p, q = res["petrel"], res["dovecot"]
         rows = [
-            ("LOGIN+SELECT ms (median of 5)", median(p["login_select"]) * 1000, median(q["login_select"]) * 1000, "time"),
-            ("UID FETCH 1:* (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE) ms", median(p["uid_fetch"]) * 1000,
-             median(q["uid_fetch"]) * 1000, "time"),
-            ("FETCH 1:* BODY.PEEK[] MB/s", p["body_bytes"] / median(p["body"]) / 1e6,
-             q["body_bytes"] / median(q["body"]) / 1e6, "rate"),
-            (f'SEARCH TEXT "{WORD}" ms', median(p["search"]) * 1000, median(q["search"]) * 1000, "time"),
+            ("LOGIN+SELECT ms (median of 5)", bl.median(p["login_select"]) * 1000, bl.median(q["login_select"]) * 1000, "time"),
+            ("UID FETCH 1:* (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE) ms", bl.median(p["uid_fetch"]) * 1000,
+             bl.median(q["uid_fetch"]) * 1000, "time"),
+            ("FETCH 1:* BODY.PEEK[] MB/s", p["body_bytes"] / bl.median(p["body"]) / 1e6,
+             q["body_bytes"] / bl.median(q["body"]) / 1e6, "rate"),
+            (f'SEARCH TEXT "{WORD}" ms', bl.median(p["search"]) * 1000, bl.median(q["search"]) * 1000, "time"),
         ]
         if "petrel" in idle and "dovecot" in idle:
             for key, label in ((1, "PSS"), (0, "RSS")):
@@ -704,8 +614,8 @@ def main():
             rows.append(("CPU % while all connections idle", idle["petrel"]["idle_cpu"] * 100,
                          idle["dovecot"]["idle_cpu"] * 100, "mem"))
         if big:
-            rows.append((f"LOGIN+SELECT ms, {a.big}-message folder (median of 3)", median(big["petrel"]) * 1000,
-                         median(big["dovecot"]) * 1000, "time"))
+            rows.append((f"LOGIN+SELECT ms, {a.big}-message folder (median of 3)", bl.median(big["petrel"]) * 1000,
+                         bl.median(big["dovecot"]) * 1000, "time"))
         print()
         print(f"  {'figure (warm case)':<62} {'petrel':>10} {'dovecot':>10} {'ratio':>8}")
         for label, pv, qv, kind in rows:
@@ -714,7 +624,7 @@ def main():
             else:
                 ratio, how = qv / pv if pv else float("inf"), "dovecot/petrel"
             rtext = f"{ratio:7.2f}x" if pv and qv else "      - "
-            print(f"  {label:<62} {pv:10.{prec(pv)}f} {qv:10.{prec(qv)}f} {rtext}  ({how})")
+            print(f"  {label:<62} {pv:10.{bl.prec(pv)}f} {qv:10.{bl.prec(qv)}f} {rtext}  ({how})")
         print("  ratio > 1 means Petrel is better on every row: rates are petrel/dovecot, times, memory"
               " and CPU dovecot/petrel.")
         print("  memory: Dovecot = every process under its master (master, imap-login, imap, auth, ...);"
@@ -738,18 +648,6 @@ def main():
         else:
             shutil.rmtree(work, ignore_errors=True)
     return status
-
-
-def prec(x):
-    """Decimals that show about 3 significant digits."""
-    return 1 if abs(x) >= 100 else 2 if abs(x) >= 1 else 3 if abs(x) >= 0.1 else 4
-
-
-def dovecot_version():
-    try:
-        return subprocess.run(["dovecot", "--version"], capture_output=True, timeout=10).stdout.decode().split()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        return "?"
 
 
 if __name__ == "__main__":

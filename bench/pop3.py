@@ -69,11 +69,9 @@ import email.utils
 import hashlib
 import json
 import os
-import pwd
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -171,18 +169,6 @@ def write_mbox(path, msgs):
             f.write(FROM_LINE.sub(rb">\1", data))
             f.write(b"\n")
         return f.tell()
-
-
-def chown_tree(top, uid, gid):
-    if uid is None:
-        return
-    for d, _dirs, files in os.walk(top):
-        os.chown(d, uid, gid)
-        for f in files:
-            try:
-                os.chown(os.path.join(d, f), uid, gid)
-            except OSError:
-                pass
 
 
 # ---------------------------------------------------------------------------------------
@@ -377,6 +363,10 @@ def first_difference(buf, spans, msgs, k):
 # ---------------------------------------------------------------------------------------
 
 
+def wait_port(port, limit):
+    bl.wait_greeting(port, limit, b"+OK", b"QUIT\r\n", "POP3")
+
+
 class Petrel:
     name = "petrel"
     port = PETREL_POP3
@@ -485,35 +475,18 @@ service pop3-login {{
 """
 
 
-class Dovecot:
-    name = "dovecot"
+class Dovecot(bl.Dovecot):
+    package = "dovecot-pop3d"
+    program = "/usr/lib/dovecot/pop3"
     port = DOVECOT_POP3
     session_comm = "pop3"
 
     def __init__(self, work, home, password):
-        self.w = os.path.join(work, "dovecot")
-        self.conf = os.path.join(self.w, "dovecot.conf")
+        super().__init__(work)
         self.home = home
         self.password = password
-        self.master = None
         self.mboxdir = os.path.join(self.w, "mbox")
         self.mbox = os.path.join(self.mboxdir, "inbox")
-        if os.geteuid() == 0:
-            u = pwd.getpwnam("mail")
-            self.uid, self.gid = u.pw_uid, u.pw_gid
-        else:
-            self.uid, self.gid = os.geteuid(), os.getegid()
-
-    @staticmethod
-    def why_not():
-        if not shutil.which("dovecot") or not os.path.exists("/usr/lib/dovecot/pop3"):
-            return "Debian's dovecot-pop3d is not installed"
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam("mail")
-            except KeyError:
-                return "running as root and there is no `mail` user for Dovecot's mail uid"
-        return None
 
     def create(self):
         for d in ("run", "state", "mbox/root"):
@@ -525,43 +498,12 @@ class Dovecot:
         with open(self.conf, "w") as f:
             f.write(DOVECOT_CONF.format(w=self.w, uid=min(self.uid, 500), location=location, port=self.port))
 
-    def start(self):
-        # Not capture_output: the daemon would keep the pipes open.
-        with open(os.path.join(self.w, "start.out"), "wb") as out:
-            r = subprocess.run(["dovecot", "-c", self.conf], stdin=subprocess.DEVNULL, stdout=out,
-                               stderr=subprocess.STDOUT, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError("dovecot: " + open(os.path.join(self.w, "start.out"), errors="replace").read())
-        end = time.time() + 10
-        while self.master is None and time.time() < end:
-            self.master = bl.read_pid(os.path.join(self.w, "run/master.pid"))
-            time.sleep(0.05)
+    def wait_ready(self):
         wait_port(self.port, 15)
-
-    def stop(self):
-        subprocess.run(["doveadm", "-c", self.conf, "stop"], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-        if self.master and not bl.wait_gone(self.master, 15):
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.kill(self.master, sig)
-                except ProcessLookupError:
-                    break
-                if bl.wait_gone(self.master, 10):
-                    break
-        self.master = None
 
     def pids(self):
         """The master and everything under it (pop3-login, pop3, auth, anvil, ...)."""
         return tree(self.master)
-
-    def log_errors(self):
-        try:
-            text = open(os.path.join(self.w, "dovecot.log"), errors="replace").read()
-        except OSError:
-            return []
-        return [line for line in text.splitlines() if ("Error" in line or "Fatal" in line or "Warning" in line)
-                and "Killed with signal 15" not in line]  # that one is `doveadm stop`
 
 
 HAVE_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
@@ -596,10 +538,10 @@ def tree(root, top_filter=None):
     if first is None:
         pids = bl.tree_pids(root)
         if top_filter:
-            pids = [p for p in pids if top_filter(comm(p))]
+            pids = [p for p in pids if top_filter(bl.comm(p))]
         return pids
     out = [] if top_filter else [root]
-    todo = [p for p in first if not top_filter or top_filter(comm(p))]
+    todo = [p for p in first if not top_filter or top_filter(bl.comm(p))]
     for _ in range(100_000):
         if not todo:
             break
@@ -607,33 +549,6 @@ def tree(root, top_filter=None):
         out.append(pid)
         todo.extend(children(pid) or [])
     return out
-
-
-def comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
-def cpu(pids):
-    return sum(bl.pid_cpu(p) for p in pids)
-
-
-def wait_port(port, limit):
-    end = time.time() + limit
-    last = None
-    while time.time() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                if s.recv(256).startswith(b"+OK"):
-                    s.sendall(b"QUIT\r\n")
-                    return
-        except OSError as e:
-            last = e
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing answers POP3 on 127.0.0.1:{port} ({last})")
 
 
 def state(pid):
@@ -650,7 +565,7 @@ def wait_sessions_gone(s, limit=10):
     yet: Petrel's spawner reaps its sessions up to about a second later) counts as gone."""
     end = time.time() + limit
     while time.time() < end:
-        if not any(comm(p) == s.session_comm and state(p) not in ("Z", "?") for p in s.pids()):
+        if not any(bl.comm(p) == s.session_comm and state(p) not in ("Z", "?") for p in s.pids()):
             return True
         time.sleep(0.02)
     return False
@@ -670,7 +585,7 @@ class PeakSampler(threading.Thread):
     def sample(self):
         pids = self.s.pids()
         rss, pss = bl.pids_memory(pids)
-        srss, spss = bl.pids_memory([p for p in pids if comm(p) == self.s.session_comm])
+        srss, spss = bl.pids_memory([p for p in pids if bl.comm(p) == self.s.session_comm])
         with self.lock:
             self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
             self.sess_rss, self.sess_pss = max(self.sess_rss, srss), max(self.sess_pss, spss)
@@ -681,12 +596,6 @@ class PeakSampler(threading.Thread):
         while not self.stop and time.time() < end:
             self.sample()
             time.sleep(self.interval)
-
-
-def median(xs):
-    xs = sorted(xs)
-    h = len(xs) // 2
-    return xs[h] if len(xs) % 2 else (xs[h - 1] + xs[h]) / 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -732,15 +641,15 @@ def t_uidl(s):
 def retr_run(s, n, window, digests, alt=None, sample=True):
     """One RETR-all session: dict with seconds, octets, problems, CPU and peak memory."""
     wait_sessions_gone(s)
-    cpu0 = cpu(s.pids())
+    cpu0 = bl.cpu(s.pids())
     sampler = PeakSampler(s) if sample else None
     if sampler:
         sampler.start()
     c = session(s)
     count, size = c.stat()
     el, buf, spans = c.retr_all(count, window, size)
-    cpu1 = cpu(s.pids())
-    sess_cpu = sum(bl.pid_cpu(p) for p in s.pids() if comm(p) == s.session_comm and state(p) != "Z")
+    cpu1 = bl.cpu(s.pids())
+    sess_cpu = sum(bl.pid_cpu(p) for p in s.pids() if bl.comm(p) == s.session_comm and state(p) != "Z")
     if sampler:
         sampler.sample()  # once more with the session still open: a short one may fall between samples
     c.quit()
@@ -840,7 +749,7 @@ def run_case(case, servers, n, window, digests, msgs, deadline, res, status, aft
               + " s; CPU " + " ".join(f"{d['cpu']:.2f}" for d in o["retr"])
               + " s; peak RSS " + " ".join(f"{d['rss'] / 1024:.1f}" for d in o["retr"])
               + " MiB", flush=True)
-        ph = [median([p[i] for p in o["phases"]]) * 1000 for i in range(4)]
+        ph = [bl.median([p[i] for p in o["phases"]]) * 1000 for i in range(4)]
         print(f"    login+STAT phases (medians): connect+greeting {ph[0]:.1f} ms, USER {ph[1]:.1f} ms,"
               f" PASS {ph[2]:.1f} ms, STAT {ph[3]:.1f} ms")
         uids = uidls.get(s.name, [])
@@ -913,8 +822,8 @@ def main():
         nbytes = write_maildir(os.path.join(petrel.maildir, "cur"), msgs)
         mbox_size = write_mbox(petrel.mbox, msgs)
         shutil.copyfile(petrel.mbox, dove.mbox)
-        chown_tree(petrel.home, dove.uid, dove.gid)
-        chown_tree(dove.mboxdir, dove.uid, dove.gid)
+        bl.chown_tree(petrel.home, dove.uid, dove.gid)
+        bl.chown_tree(dove.mboxdir, dove.uid, dove.gid)
         # Dovecot's mail user must be able to walk down to the mail.
         for top in (petrel.home, dove.mboxdir):
             d = os.path.dirname(top)
@@ -925,7 +834,7 @@ def main():
         print(f"pop3: {a.n} messages, {nbytes / 1e6:.1f} MB ({nbytes / a.n / 1024:.1f} KiB mean; {special} with"
               f" '.'/'From '/'>From ' lines), Maildir and a {mbox_size / 1e6:.1f} MB mboxrd file written in"
               f" {time.time() - t:.1f} s")
-        print(f"  petrel pop3d 127.0.0.1:{petrel.port} ({bindir}); dovecot {dovecot_version()} pop3"
+        print(f"  petrel pop3d 127.0.0.1:{petrel.port} ({bindir}); dovecot {bl.dovecot_version()} pop3"
               f" 127.0.0.1:{dove.port}; plain POP3 (USER/PASS), no TLS on either; RETR window {a.window}")
         servers = [dove, petrel]  # Dovecot warms up first (it writes dovecot-uidlist as its user)
 
@@ -937,7 +846,7 @@ def main():
             started.append(s)
         # Petrel (root in a sandbox run by root) may leave files Dovecot's user must write.
         status = run_case("maildir", servers, a.n, a.window, digests, msgs, deadline, res, status,
-                          after_cold=lambda: chown_tree(petrel.home, dove.uid, dove.gid))
+                          after_cold=lambda: bl.chown_tree(petrel.home, dove.uid, dove.gid))
 
         # mbox.
         print(f"  mbox: petrel {petrel.mbox}, dovecot its copy {dove.mbox}", flush=True)
@@ -967,19 +876,19 @@ def main():
                 continue
 
             def rate(o):
-                return median([d["octets"] / d["seconds"] / 1e6 for d in o["retr"]])
+                return bl.median([d["octets"] / d["seconds"] / 1e6 for d in o["retr"]])
 
             def peak(o, key):
                 return max(d[key] for d in o["retr"]) / 1024
 
             rows += [
-                (f"{case}: connect+USER+PASS+STAT ms (median of 5)", median(p["login_stat"]) * 1000,
-                 median(q["login_stat"]) * 1000, "time"),
-                (f"{case}: UIDL of {a.n} ms (median of 3)", median(p["uidl"]) * 1000, median(q["uidl"]) * 1000,
+                (f"{case}: connect+USER+PASS+STAT ms (median of 5)", bl.median(p["login_stat"]) * 1000,
+                 bl.median(q["login_stat"]) * 1000, "time"),
+                (f"{case}: UIDL of {a.n} ms (median of 3)", bl.median(p["uidl"]) * 1000, bl.median(q["uidl"]) * 1000,
                  "time"),
                 (f"{case}: RETR all, message MB/s (median of 3)", rate(p), rate(q), "rate"),
-                (f"{case}: RETR all, server CPU s (median of 3)", median([d["cpu"] for d in p["retr"]]),
-                 median([d["cpu"] for d in q["retr"]]), "time"),
+                (f"{case}: RETR all, server CPU s (median of 3)", bl.median([d["cpu"] for d in p["retr"]]),
+                 bl.median([d["cpu"] for d in q["retr"]]), "time"),
                 (f"{case}: RETR all, peak RSS MiB, all server processes", peak(p, "rss"), peak(q, "rss"), "mem"),
                 (f"{case}: RETR all, peak PSS MiB, all server processes", peak(p, "pss"), peak(q, "pss"), "mem"),
                 (f"{case}: RETR all, peak RSS MiB, session process", peak(p, "sess_rss"), peak(q, "sess_rss"), "mem"),
@@ -994,7 +903,7 @@ def main():
             else:
                 ratio, how = (qv / pv if pv else float("inf")), "dovecot/petrel"
             rtext = f"{ratio:7.2f}x" if pv and qv else "      - "
-            print(f"  {label:<58} {pv:10.{prec(pv)}f} {qv:10.{prec(qv)}f} {rtext}  ({how})")
+            print(f"  {label:<58} {pv:10.{bl.prec(pv)}f} {qv:10.{bl.prec(qv)}f} {rtext}  ({how})")
             table.append(dict(figure=label, petrel=pv, dovecot=qv, ratio=ratio, ratio_is=how))
             if pv and qv and ratio < 1:
                 losses.append(f"{label} {ratio:.2f}x")
@@ -1003,7 +912,7 @@ def main():
         print(f"  memory: Dovecot = every process under its master; Petrel = its pop3d processes (spawner,"
               f" pop3d-login, pop3d-session); session process = Dovecot `pop3`, Petrel `pop3d-session`;"
               f" sampled every 50 ms, peak of 3 runs.")
-        print(f"  dovecot {dovecot_version()}")
+        print(f"  dovecot {bl.dovecot_version()}")
         errs = dove.log_errors()
         if errs:
             print(f"  dovecot log: {len(errs)} error/warning lines, first: {errs[:3]}")
@@ -1019,7 +928,7 @@ def main():
               f" correctness {'OK' if status == 0 else 'FAILED'}")
         if a.json:
             with open(a.json, "w") as f:
-                json.dump(dict(n=a.n, window=a.window, dovecot=dovecot_version(), table=table,
+                json.dump(dict(n=a.n, window=a.window, dovecot=bl.dovecot_version(), table=table,
                                runs={case: {name: {k: v for k, v in o.items() if k != "digests"} for name, o in r.items()}
                                      for case, r in res.items()},
                                ok=status == 0), f, indent=1)
@@ -1040,18 +949,6 @@ def main():
         else:
             shutil.rmtree(work, ignore_errors=True)
     return status
-
-
-def prec(x):
-    """Decimals that show about 3 significant digits."""
-    return 1 if abs(x) >= 100 else 2 if abs(x) >= 1 else 3 if abs(x) >= 0.1 else 4
-
-
-def dovecot_version():
-    try:
-        return subprocess.run(["dovecot", "--version"], capture_output=True, timeout=10).stdout.decode().split()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        return "?"
 
 
 if __name__ == "__main__":
