@@ -8,6 +8,7 @@
 //! petrel [-c config_dir] queue list | show ID | flush | hold ID...|ALL | release ID...|ALL | delete ID...|ALL
 //! petrel [-c config_dir] config show [-n] [NAME...]
 //! petrel [-c config_dir] user add NAME | del NAME | list | passwd NAME
+//! petrel [-c config_dir] set-permissions
 //! ```
 //!
 //! # DESCRIPTION
@@ -33,7 +34,16 @@
 //!   `-n` prints only those set in `petrel.conf`, as written.
 //! - `user` manages the accounts of a `user_database = passwd-file:PATH` (Dovecot's
 //!   format, `{SHA512-CRYPT}` passwords). `add` and `passwd` read the password from
-//!   standard input when it is not a terminal, else ask twice without echo.
+//!   standard input when it is not a terminal, else ask twice without echo. Run by root
+//!   on an installed system, `add` gives the account `virtual_mail_owner`'s uid and gid
+//!   and a home under `virtual_mailbox_base`.
+//! - `set-permissions` (root only; after `make install`, and in the Debian postinst):
+//!   creates the missing system users and groups (`setgid_group`, `mail_owner`,
+//!   `auth_owner`, `virtual_mail_owner`), the spool and `data_directory` with their
+//!   owners and modes, makes `postdrop` set-group-id `setgid_group`, gives
+//!   `auth_password_file` to root and auth_owner's group (0640), and makes a self-signed
+//!   certificate where the TLS parameters name missing files inside `config_directory`.
+//!   It prints one line per change; a second run prints nothing.
 //!
 //! # DIAGNOSTICS
 //!
@@ -43,6 +53,7 @@
 mod check;
 mod confshow;
 mod control;
+mod perms;
 mod queue;
 mod sandbox;
 mod users;
@@ -121,6 +132,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: UserCmd,
     },
+    /// Create the users, groups, directories and files an installed system needs, with
+    /// their owners and modes (run by root).
+    #[command(name = "set-permissions")]
+    SetPermissions,
 }
 
 #[derive(Subcommand, Debug)]
@@ -219,6 +234,7 @@ fn run(cli: Cli) -> Res {
             UserCmd::List => users::list(&dir),
             UserCmd::Passwd { name } => users::passwd(&dir, &name),
         },
+        Cmd::SetPermissions => perms::run(&dir),
     }
 }
 

@@ -4,6 +4,12 @@
 //! {SHA512-CRYPT}). The file keeps mode 0640 and, when it is rewritten, its owner and
 //! group; a file created by root is given to the group of `auth_owner`, so authd can read
 //! it and nobody else can.
+//!
+//! Whose a new account's mail is: run by root on an installed system (a privileged
+//! configuration, where `mail_owner` is not root), the account gets the uid and gid of
+//! `virtual_mail_owner` and its home is `virtual_mailbox_base/NAME`, both owned by that
+//! user ([`Virtual`]). Otherwise (an ordinary user, or root's own sandbox) it gets the
+//! caller's uid and gid and a home next to the first account's ([`home_for`]).
 
 use crate::{Fail, Res};
 use petrel_auth::Scheme;
@@ -162,6 +168,137 @@ pub fn make_maildir(home: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The owner and place of the mail of accounts added by root on an installed system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Virtual {
+    /// `virtual_mail_owner`'s uid.
+    pub uid: u32,
+    /// `virtual_mail_owner`'s primary gid.
+    pub gid: u32,
+    /// `virtual_mailbox_base`: homes are `base/NAME`.
+    pub base: PathBuf,
+}
+
+/// Whether a new account belongs to `virtual_mail_owner` (true) or to the caller: only
+/// when root runs the command for a privileged configuration. A sandbox run by root has
+/// mail_owner = root (`runs_as_mail_owner`) and keeps the caller's ids.
+pub fn uses_virtual_owner(euid_is_root: bool, runs_as_mail_owner: bool) -> bool {
+    euid_is_root && !runs_as_mail_owner
+}
+
+/// The [`Virtual`] owner for `petrel user add` run by this process, if any.
+pub fn virtual_owner(cfg: &petrel_config::Config) -> Result<Option<Virtual>, String> {
+    if !uses_virtual_owner(
+        nix::unistd::geteuid().is_root(),
+        petrel_daemon::running_as_mail_owner(cfg),
+    ) {
+        return Ok(None);
+    }
+    let name = cfg.get("virtual_mail_owner");
+    let user = match nix::unistd::User::from_name(&name) {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return Err(format!(
+                "virtual_mail_owner {name}: no such user (run petrel set-permissions)"
+            ))
+        }
+        Err(e) => return Err(format!("virtual_mail_owner {name}: {e}")),
+    };
+    if user.uid.is_root() {
+        return Err(format!(
+            "virtual_mail_owner {name}: the mail of password-file accounts must not belong to root"
+        ));
+    }
+    let base = PathBuf::from(cfg.get("virtual_mailbox_base"));
+    if !base.is_absolute() {
+        return Err(format!(
+            "virtual_mailbox_base = {}: must be an absolute path",
+            base.display()
+        ));
+    }
+    Ok(Some(Virtual {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        base,
+    }))
+}
+
+/// Makes `base` when it is missing (its parents 0755, itself 0750, given to the virtual
+/// owner), then `base/name/Maildir/{tmp,new,cur}`, each directory mode 0700 and owned by
+/// the virtual owner. Below `base` nothing is followed through a symbolic link (the
+/// virtual owner could have planted one), so root never changes anything outside it.
+pub fn make_virtual_home(v: &Virtual, name: &str) -> Result<PathBuf, String> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    check_name(name)?;
+    let base = &v.base;
+    if !base.exists() {
+        if let Some(parent) = base.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o750).create(base) {
+            Ok(()) => std::os::unix::fs::chown(base, Some(v.uid), Some(v.gid))
+                .and_then(|()| {
+                    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o750))
+                })
+                .map_err(|e| format!("{}: {e}", base.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("{}: {e}", base.display())),
+        }
+    }
+    let base_fd = open(
+        base.as_path(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("{}: {e}", base.display()))?;
+    let home = base.join(name);
+    let home_fd = owned_subdir(&base_fd, &home, v)?;
+    let maildir = home.join("Maildir");
+    let maildir_fd = owned_subdir(&home_fd, &maildir, v)?;
+    for sub in ["tmp", "new", "cur"] {
+        owned_subdir(&maildir_fd, &maildir.join(sub), v)?;
+    }
+    Ok(home)
+}
+
+/// Makes the directory `path` (named for messages; its last component is made in the
+/// directory `parent`) unless it exists, refuses a symbolic link or a non-directory,
+/// and gives it mode 0700 and the virtual owner. Returns it open.
+fn owned_subdir(
+    parent: &std::os::fd::OwnedFd,
+    path: &Path,
+    v: &Virtual,
+) -> Result<std::os::fd::OwnedFd, String> {
+    use nix::errno::Errno;
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{fchmod, mkdirat, Mode};
+    use nix::unistd::{fchown, Gid, Uid};
+    let part = path
+        .file_name()
+        .ok_or_else(|| format!("{}: no file name", path.display()))?;
+    match mkdirat(parent, part, Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(parent, part, flags, Mode::empty()).map_err(|e| match e {
+        Errno::ELOOP | Errno::ENOTDIR => {
+            format!("{}: not a directory (a symbolic link?)", path.display())
+        }
+        e => format!("{}: {e}", path.display()),
+    })?;
+    fchown(&fd, Some(Uid::from_raw(v.uid)), Some(Gid::from_raw(v.gid)))
+        .and_then(|()| fchmod(&fd, Mode::from_bits_truncate(0o700)))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(fd)
+}
+
 /// Reads the passwd-file at `path`; a file that does not exist is an empty database.
 pub fn read_db(path: &Path) -> Result<Vec<Entry>, String> {
     let text = match std::fs::read_to_string(path) {
@@ -201,7 +338,9 @@ fn new_file_group(cfg: &petrel_config::Config) -> Option<u32> {
     }
 }
 
-/// Adds `name` with `password` to the database at `path`; returns its home.
+/// Adds `name` with `password` to the database at `path`; returns its home. With
+/// `virt`, the account and its home belong to the virtual owner
+/// ([`make_virtual_home`]); without, to the caller, next to the other accounts.
 pub fn add_entry(
     path: &Path,
     config_dir: &Path,
@@ -209,17 +348,25 @@ pub fn add_entry(
     password: &str,
     scheme: Scheme,
     group: Option<u32>,
+    virt: Option<&Virtual>,
 ) -> Result<PathBuf, String> {
     check_name(name)?;
     let mut db = read_db(path)?;
     if db.iter().any(|e| e.name == name) {
         return Err(format!("user {name} already exists in {}", path.display()));
     }
-    let home = home_for(&db, config_dir, name);
-    make_maildir(&home)?;
+    let (home, uid, gid) = match virt {
+        Some(v) => (make_virtual_home(v, name)?, v.uid, v.gid),
+        None => {
+            let home = home_for(&db, config_dir, name);
+            make_maildir(&home)?;
+            let uid = nix::unistd::geteuid().as_raw();
+            (home, uid, nix::unistd::getegid().as_raw())
+        }
+    };
     db.push(Entry {
-        uid: Some(nix::unistd::geteuid().as_raw()),
-        gid: Some(nix::unistd::getegid().as_raw()),
+        uid: Some(uid),
+        gid: Some(gid),
         home: Some(home.clone()),
         ..Entry::new(name, &hash_password(scheme, password)?)
     });
@@ -245,8 +392,10 @@ pub fn add(dir: &Path, name: &str) -> Res {
     let cfg = crate::load_config(dir)?;
     let scheme = password_scheme(&cfg)?;
     check_name(name)?;
+    let virt = virtual_owner(&cfg)?;
     let pw = new_password()?;
-    let home = add_entry(&path, dir, name, &pw, scheme, new_file_group(&cfg))?;
+    let group = new_file_group(&cfg);
+    let home = add_entry(&path, dir, name, &pw, scheme, group, virt.as_ref())?;
     println!("petrel: added user {name} (home {})", home.display());
     Ok(())
 }
@@ -307,25 +456,25 @@ mod tests {
         let etc = t.path().join("etc");
         std::fs::create_dir(&etc).expect("mkdir");
         let users = etc.join("users");
-        let home = add_entry(&users, &etc, "alice", "s3cret", SHA, None).expect("add");
+        let home = add_entry(&users, &etc, "alice", "s3cret", SHA, None, None).expect("add");
         assert_eq!(
             home,
             t.path().join("home/alice"),
             "first account goes beside etc/"
         );
         assert!(home.join("Maildir/new").is_dir() && home.join("Maildir/cur").is_dir());
-        let home_b = add_entry(&users, &etc, "bob", "pw2", SHA, None).expect("add");
+        let home_b = add_entry(&users, &etc, "bob", "pw2", SHA, None, None).expect("add");
         assert_eq!(
             home_b,
             t.path().join("home/bob"),
             "next to the first account's home"
         );
         assert!(
-            add_entry(&users, &etc, "alice", "x", SHA, None).is_err(),
+            add_entry(&users, &etc, "alice", "x", SHA, None, None).is_err(),
             "no duplicates"
         );
         assert!(
-            add_entry(&users, &etc, "../evil", "x", SHA, None).is_err(),
+            add_entry(&users, &etc, "../evil", "x", SHA, None, None).is_err(),
             "bad names refused"
         );
 
@@ -376,7 +525,16 @@ mod tests {
         std::fs::create_dir(&etc).expect("mkdir");
         let users = etc.join("users");
         let gid = nix::unistd::getegid().as_raw();
-        add_entry(&users, &etc, "carol", "pw", Scheme::Argon2id, Some(gid)).expect("add");
+        add_entry(
+            &users,
+            &etc,
+            "carol",
+            "pw",
+            Scheme::Argon2id,
+            Some(gid),
+            None,
+        )
+        .expect("add");
         let db = read_db(&users).expect("read");
         assert!(
             db[0]
@@ -392,12 +550,106 @@ mod tests {
         // As root, a file given to another group keeps it through rewrites.
         if nix::unistd::geteuid().is_root() {
             std::os::unix::fs::chown(&users, Some(0), Some(4242)).expect("chown");
-            add_entry(&users, &etc, "dave", "pw", SHA, Some(0)).expect("add");
+            add_entry(&users, &etc, "dave", "pw", SHA, Some(0), None).expect("add");
             del_entry(&users, "carol").expect("del");
             let meta = std::fs::metadata(&users).expect("meta");
             assert_eq!((meta.uid(), meta.gid()), (0, 4242));
             assert_eq!(meta.mode() & 0o777, 0o640);
         }
+    }
+
+    #[test]
+    fn only_root_with_a_privileged_configuration_uses_the_virtual_owner() {
+        assert!(uses_virtual_owner(true, false), "root, installed system");
+        assert!(!uses_virtual_owner(true, true), "root's own sandbox");
+        assert!(!uses_virtual_owner(false, false), "an ordinary user");
+        assert!(
+            !uses_virtual_owner(false, true),
+            "an ordinary user's sandbox"
+        );
+    }
+
+    #[test]
+    fn a_sandbox_run_by_anyone_keeps_the_callers_ids() {
+        // The sandbox's mail_owner is the caller (root's sandbox: root), so no virtual
+        // owner is looked up, whatever virtual_mail_owner says.
+        // (Not root: no virtual owner whoever mail_owner is.)
+        let me = match nix::unistd::User::from_uid(nix::unistd::geteuid()) {
+            Ok(Some(u)) => u.name,
+            _ => "root".to_string(),
+        };
+        let text = format!("mail_owner = {me}\nvirtual_mail_owner = petrel-no-such-user-xyz\n");
+        let cfg = petrel_config::Config::parse(&text, Path::new("/nonexistent/petrel.conf"))
+            .expect("parse");
+        assert_eq!(virtual_owner(&cfg), Ok(None));
+    }
+
+    #[test]
+    fn virtual_homes_go_under_the_base_and_belong_to_the_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().expect("tempdir");
+        let etc = t.path().join("etc");
+        std::fs::create_dir(&etc).expect("mkdir");
+        let users = etc.join("users");
+        // Our own ids stand in for the virtual owner's (chown to them needs no root).
+        let v = Virtual {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            base: t.path().join("var/vmail"),
+        };
+        let home = add_entry(&users, &etc, "alice", "pw", SHA, None, Some(&v)).expect("add");
+        assert_eq!(home, t.path().join("var/vmail/alice"));
+        let base = std::fs::metadata(&v.base).expect("base");
+        assert_eq!(base.mode() & 0o7777, 0o750);
+        for d in ["", "Maildir", "Maildir/tmp", "Maildir/new", "Maildir/cur"] {
+            let m = std::fs::symlink_metadata(home.join(d)).expect(d);
+            assert!(m.is_dir(), "{d}");
+            assert_eq!(m.mode() & 0o7777, 0o700, "{d}");
+            assert_eq!((m.uid(), m.gid()), (v.uid, v.gid), "{d}");
+        }
+        let db = read_db(&users).expect("read");
+        assert_eq!((db[0].uid, db[0].gid), (Some(v.uid), Some(v.gid)));
+        assert_eq!(db[0].home.as_deref(), Some(home.as_path()));
+        // A second account under the same base; an existing base is left as it is.
+        std::fs::set_permissions(&v.base, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bob = add_entry(&users, &etc, "bob", "pw", SHA, None, Some(&v)).expect("add");
+        assert_eq!(bob, v.base.join("bob"));
+        let mode = std::fs::metadata(&v.base).expect("base").mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        // A leftover home (mail kept by `user del`) is taken over again.
+        del_entry(&users, "alice").expect("del");
+        add_entry(&users, &etc, "alice", "pw", SHA, None, Some(&v)).expect("re-add");
+    }
+
+    #[test]
+    fn a_symbolic_link_below_the_base_is_not_followed() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let v = Virtual {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            base: t.path().join("vmail"),
+        };
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("mkdir");
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::fs::create_dir(&v.base).expect("mkdir");
+        std::os::unix::fs::symlink(&elsewhere, v.base.join("mallory")).expect("symlink");
+        let e = make_virtual_home(&v, "mallory").expect_err("symlink refused");
+        assert!(e.contains("not a directory (a symbolic link?)"), "{e}");
+        std::fs::create_dir(v.base.join("eve")).expect("mkdir");
+        std::os::unix::fs::symlink(&elsewhere, v.base.join("eve/Maildir")).expect("symlink");
+        assert!(make_virtual_home(&v, "eve").is_err());
+        assert!(
+            !elsewhere.join("tmp").exists(),
+            "nothing made through the link"
+        );
+        let mode = std::fs::metadata(&elsewhere)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755, "the link's target untouched");
+        assert!(make_virtual_home(&v, "../x").is_err(), "bad names refused");
     }
 
     #[test]

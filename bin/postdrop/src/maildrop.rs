@@ -88,7 +88,7 @@ pub fn write(maildrop: &Path, sub: &Submission, input: &mut impl Read) -> Result
     }
     w.finish(MODE_MAILDROP_COMPLETE)
         .map_err(|e| temp(&path, "finish", e))?;
-    petrel_queue::spool::fsync_dir(maildrop).map_err(|e| temp(maildrop, "fsync", e))?;
+    petrel_queue::spool::fsync_entry(maildrop, &path).map_err(|e| temp(maildrop, "fsync", e))?;
     partial.armed = false;
     signals::disarm();
     Ok(id)

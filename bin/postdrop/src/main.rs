@@ -28,7 +28,9 @@
 //! - the recipients, in order.
 //!
 //! The file is written with mode 0600, fsynced, marked complete with mode 0644, and the
-//! directory is fsynced. Only then is the queue id printed on standard output and the exit
+//! directory is fsynced (a user's postdrop may write into `maildrop/` but not read it, so
+//! it cannot open it: then syncfs(2) on the file makes the new name durable instead).
+//! Only then is the queue id printed on standard output and the exit
 //! status 0; pickup is then poked through `public/pickup` (a stopped mail system is fine:
 //! pickup finds the file on its next scan).
 //!

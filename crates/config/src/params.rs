@@ -559,6 +559,18 @@ pub const PARAMS: &[ParamDef] = &[
         "unix:passwd",
         "where local users come from: unix:passwd or passwd-file:PATH",
     ),
+    p(
+        "virtual_mail_owner",
+        S,
+        "petrel-vmail",
+        "user that owns the mail of the password-file accounts petrel user add creates as root",
+    ),
+    p(
+        "virtual_mailbox_base",
+        S,
+        "/var/vmail",
+        "where petrel user add, run as root, puts a new account's home (NAME below it)",
+    ),
 ];
 
 /// The declaration of `name`, if Petrel knows it.

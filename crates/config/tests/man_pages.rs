@@ -4,7 +4,12 @@
 //!    order, each with the table's default;
 //! 2. the default configuration in etc/ loads, validates and has no unknown parameters;
 //! 3. every program in bin/ has a man page;
-//! 4. `mandoc -Tlint -Wwarning` is silent on every page (when mandoc is installed).
+//! 4. `mandoc -Tlint -Wwarning` is silent on every page (when mandoc is installed);
+//! 5. the overview, petrel(8), names every page in man/ in its SEE ALSO;
+//! 6. every cross-reference `name(N)` in a page is a page in man/ (or one of the names
+//!    `make install` links to one), or one of a short list of the system's own pages;
+//! 7. every parameter name the code reads (`cfg.get("name")`, `.get_list("name")`, ...)
+//!    is one `petrel_config::PARAMS` knows, so each is documented in petrel.conf(5).
 
 use petrel_config::{services, Config, PARAMS};
 use std::collections::BTreeSet;
@@ -297,5 +302,428 @@ fn mandoc_lint_is_clean() {
         said.trim().is_empty() && out.status.success(),
         "mandoc -Tlint -Wwarning ({}):\n{said}",
         out.status
+    );
+}
+
+/// A man page's name and section, as a cross-reference writes them: `petrel-smtpd`, `8`.
+type PageRef = (String, String);
+
+/// The pages of man/ as (name, section): `petrel.conf.5` is `petrel.conf(5)`.
+fn own_pages() -> BTreeSet<PageRef> {
+    man_pages()
+        .iter()
+        .filter_map(|p| {
+            let file = p.file_name()?.to_str()?;
+            let (name, sec) = file.rsplit_once('.')?;
+            Some((name.to_string(), sec.to_string()))
+        })
+        .collect()
+}
+
+/// Other names `make install` gives a page of man/ (links to petrel-sendmail.1).
+const INSTALLED_LINKS: &[(&str, &str)] = &[("sendmail", "1"), ("mailq", "1"), ("newaliases", "1")];
+
+/// The system's pages that ours may refer to. Keep it to what the pages do refer to:
+/// `every_external_reference_is_used` fails for an entry nobody uses any more.
+const EXTERNAL_PAGES: &[(&str, &str)] = &[
+    ("chroot", "2"),
+    ("fdatasync", "2"),
+    ("getopt", "3"),
+    ("inotify", "7"),
+    ("rename", "2"),
+    ("seteuid", "2"),
+];
+
+/// The arguments of a macro line, split as roff splits them: at spaces, except inside
+/// double quotes (`""` inside quotes is one quote).
+fn split_args(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let Some(&first) = chars.peek() else {
+            return out;
+        };
+        let mut arg = String::new();
+        if first == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                if c == '"' {
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        arg.push('"');
+                    } else {
+                        break;
+                    }
+                } else {
+                    arg.push(c);
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                arg.push(c);
+                chars.next();
+            }
+        }
+        out.push(arg);
+    }
+}
+
+/// A page's lines as the reader sees their words: font macros (`.BR name (8),`) joined as
+/// they print (`name(8),`), escapes undone, comments and other requests dropped.
+/// Returns (line number, text).
+fn plain_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let Some(request) = line.strip_prefix('.').or_else(|| line.strip_prefix('\'')) else {
+            out.push((n, unroff(line)));
+            continue;
+        };
+        let (name, args) = request.split_once(' ').unwrap_or((request, ""));
+        let args = split_args(args);
+        let joined = match name {
+            // Alternating fonts: the arguments print with nothing between them.
+            "BR" | "RB" | "BI" | "IB" | "IR" | "RI" => args.concat(),
+            "B" | "I" | "SM" | "SB" | "TP" | "IP" | "SS" | "SH" => args.join(" "),
+            _ => continue,
+        };
+        out.push((n, unroff(&joined)));
+    }
+    out
+}
+
+/// The cross-references `name(N)` in `text`: a name of letters, digits, `.`, `-`, `_`
+/// (starting with a letter) right before `(`, one digit, an optional letter, `)`.
+fn references_in(text: &str) -> Vec<PageRef> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(off) = text[i..].find('(') {
+        let open = i + off;
+        i = open + 1;
+        let mut close = open + 1;
+        if !b.get(close).is_some_and(u8::is_ascii_digit) {
+            continue;
+        }
+        close += 1;
+        if b.get(close).is_some_and(u8::is_ascii_lowercase) {
+            close += 1;
+        }
+        if b.get(close) != Some(&b')') {
+            continue;
+        }
+        let is_name = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_');
+        let mut start = open;
+        while start > 0 && is_name(b[start - 1]) {
+            start -= 1;
+        }
+        // A sentence's full stop before the name is not part of it.
+        while start < open && !b[start].is_ascii_alphabetic() {
+            start += 1;
+        }
+        if start == open {
+            continue;
+        }
+        out.push((
+            text[start..open].to_string(),
+            text[open + 1..close].to_string(),
+        ));
+    }
+    out
+}
+
+/// Every cross-reference of a page, with its line number.
+fn page_references(text: &str) -> Vec<(usize, PageRef)> {
+    plain_lines(text)
+        .into_iter()
+        .flat_map(|(n, l)| references_in(&l).into_iter().map(move |r| (n, r)))
+        .collect()
+}
+
+fn show((name, sec): &PageRef) -> String {
+    format!("{name}({sec})")
+}
+
+#[test]
+fn references_are_found_in_every_form() {
+    let page = ".BR petrel\\-smtpd (8),\n\
+                see \\fBpetrel.conf\\fR(5) and inotify(7).\n\
+                .BR \"sendmail\" (1)\n\
+                .B petrel (8)\n\
+                .\\\" a comment about fake(1)\n\
+                RFC 5321 (SMTP), f(x), (8), mode(0700), libc(3p).\n";
+    let refs: Vec<String> = page_references(page).iter().map(|(_, r)| show(r)).collect();
+    assert_eq!(
+        refs,
+        [
+            "petrel-smtpd(8)",
+            "petrel.conf(5)",
+            "inotify(7)",
+            "sendmail(1)",
+            "libc(3p)"
+        ]
+    );
+}
+
+/// The lines of a page's SEE ALSO section.
+fn see_also(text: &str) -> String {
+    let mut lines = text
+        .lines()
+        .skip_while(|l| l.trim() != ".SH SEE ALSO")
+        .skip(1);
+    let mut out = String::new();
+    for l in lines.by_ref() {
+        if l.starts_with(".SH") {
+            break;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn the_overview_names_every_page() {
+    let path = man_dir().join("petrel.8");
+    let text = read(&path);
+    let section = see_also(&text);
+    assert!(
+        !section.is_empty(),
+        "{}: no SEE ALSO section",
+        path.display()
+    );
+    let named: BTreeSet<PageRef> = page_references(&section)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    let overview = ("petrel".to_string(), "8".to_string());
+    let missing: Vec<String> = own_pages()
+        .iter()
+        .filter(|p| **p != overview && !named.contains(*p))
+        .map(show)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{}: SEE ALSO does not name these pages of man/: {}",
+        path.display(),
+        missing.join(", ")
+    );
+}
+
+#[test]
+fn every_cross_reference_resolves() {
+    let mut known = own_pages();
+    for (name, sec) in INSTALLED_LINKS.iter().chain(EXTERNAL_PAGES) {
+        known.insert((name.to_string(), sec.to_string()));
+    }
+    let mut problems = Vec::new();
+    let mut count = 0;
+    for page in man_pages() {
+        for (n, r) in page_references(&read(&page)) {
+            count += 1;
+            if !known.contains(&r) {
+                problems.push(format!("{}:{n}: {}", page.display(), show(&r)));
+            }
+        }
+    }
+    assert!(
+        count > 100,
+        "found only {count} cross-references: is the parser broken?"
+    );
+    assert!(
+        problems.is_empty(),
+        "references to pages that are neither in man/ nor on the list of the system's \
+         pages (EXTERNAL_PAGES in this file):\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn every_external_reference_is_used() {
+    let used: BTreeSet<PageRef> = man_pages()
+        .iter()
+        .flat_map(|p| page_references(&read(p)))
+        .map(|(_, r)| r)
+        .collect();
+    let own = own_pages();
+    for (name, sec) in EXTERNAL_PAGES {
+        let r = (name.to_string(), sec.to_string());
+        assert!(
+            !own.contains(&r),
+            "{}: on the list of external pages but a page of man/",
+            show(&r)
+        );
+        assert!(
+            used.contains(&r),
+            "{}: on the list of external pages but no page refers to it; remove it",
+            show(&r)
+        );
+    }
+}
+
+/// The methods of `Config` that take a parameter name; for these any receiver counts.
+const TYPED_GETTERS: &[&str] = &[
+    "get_bool",
+    "get_int",
+    "get_time",
+    "get_list",
+    "raw",
+    "is_explicit",
+];
+
+/// Receivers of a plain `.get("name")` that are a `Config` (a `.get` on anything else,
+/// a map or a table, is not about parameters).
+const CONFIG_RECEIVERS: &[&str] = &["cfg", "c", "config", "self.cfg", "d.cfg"];
+
+/// Does `before` (the code up to a `.get(`) end with one of [`CONFIG_RECEIVERS`], as a
+/// whole expression (`cfg`, but not `my_cfg` or `x.cfg` unless listed)?
+fn ends_with_config_receiver(before: &str) -> bool {
+    let before = before.trim_end();
+    CONFIG_RECEIVERS.iter().any(|r| {
+        before.strip_suffix(r).is_some_and(|rest| {
+            !rest
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        })
+    })
+}
+
+/// The parameter names `text` (Rust source) reads: (line, name) for each string literal
+/// passed to a typed getter with any receiver, or to `.get(` with a receiver of
+/// [`CONFIG_RECEIVERS`] on the same line or, for a chained call that starts its line,
+/// at the end of the line before. White space (new lines too) may come between `(`
+/// and the literal.
+fn parameters_read(text: &str) -> Vec<(usize, String)> {
+    let line_of = |pos: usize| text[..pos].matches('\n').count() + 1;
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(off) = text[from..].find('.') {
+        let dot = from + off;
+        from = dot + 1;
+        let rest = &text[dot + 1..];
+        let method_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let method = &rest[..method_len];
+        let after = &rest[method_len..];
+        let Some(args) = after.strip_prefix('(') else {
+            continue;
+        };
+        let typed = TYPED_GETTERS.contains(&method);
+        if !typed && method != "get" {
+            continue;
+        }
+        let args = args.trim_start();
+        let Some(lit) = args.strip_prefix('"') else {
+            continue;
+        };
+        let Some(end) = lit.find('"') else {
+            continue;
+        };
+        let name = &lit[..end];
+        if !typed {
+            let line_start = text[..dot].rfind('\n').map_or(0, |i| i + 1);
+            let same_line = &text[line_start..dot];
+            let receiver_ok = if same_line.trim().is_empty() {
+                // A chained call: `cfg` ends the line before.
+                let prev = &text[..line_start.saturating_sub(1)];
+                ends_with_config_receiver(prev)
+            } else {
+                ends_with_config_receiver(same_line)
+            };
+            if !receiver_ok {
+                continue;
+            }
+        }
+        out.push((line_of(dot), name.to_string()));
+    }
+    out
+}
+
+/// Every `.rs` file under `dir`, leaving out `target/` and hidden directories.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if path.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                rust_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn the_scanner_finds_parameters_in_every_form() {
+    let code = "let a = cfg.get(\"myhostname\");\n\
+                let b = d.cfg.get_bool(\"smtpd_tls_auth_only\");\n\
+                let c = settings\n    .get_list(\n        \"alias_maps\")\n    .len();\n\
+                let d = cfg\n    .get(\"mydomain\")\n    .len();\n\
+                let e = self.cfg.get(\"relayhost\");\n\
+                let f = table.get(\"not_a_parameter\");\n\
+                let g = my_cfg.get(\"not_one_either\");\n\
+                let h = c.raw(\"mynetworks\") + &c.get_time(\"smtpd_timeout\");\n";
+    let got: Vec<(usize, String)> = parameters_read(code);
+    let want: Vec<(usize, String)> = [
+        (1, "myhostname"),
+        (2, "smtpd_tls_auth_only"),
+        (4, "alias_maps"),
+        (8, "mydomain"),
+        (10, "relayhost"),
+        (13, "mynetworks"),
+        (13, "smtpd_timeout"),
+    ]
+    .iter()
+    .map(|(n, s)| (*n, s.to_string()))
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn every_parameter_the_code_reads_is_known() {
+    let mut files = Vec::new();
+    for top in ["bin", "crates"] {
+        rust_files(&root().join(top), &mut files);
+    }
+    // Not this file: its comments and examples show the forms it looks for.
+    let me = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/man_pages.rs");
+    let me = me.canonicalize().unwrap_or(me);
+    files.retain(|f| f.canonicalize().ok().as_ref() != Some(&me));
+    files.sort();
+    assert!(files.len() > 50, "found only {} .rs files", files.len());
+    let mut found = BTreeSet::new();
+    let mut unknown = Vec::new();
+    for f in &files {
+        for (line, name) in parameters_read(&read(f)) {
+            if petrel_config::params::lookup(&name).is_none() {
+                let shown = f.strip_prefix(root()).unwrap_or(f).display().to_string();
+                unknown.push(format!("{shown}:{line}: {name}"));
+            }
+            found.insert(name);
+        }
+    }
+    assert!(
+        found.len() >= 60,
+        "the scan found only {} parameter names ({found:?}): is the scanner broken?",
+        found.len()
+    );
+    assert!(
+        unknown.is_empty(),
+        "the code reads parameters that crates/config/src/params.rs does not declare (and \
+         man/petrel.conf.5 therefore does not document):\n  {}",
+        unknown.join("\n  ")
     );
 }

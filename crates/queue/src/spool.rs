@@ -194,6 +194,21 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Makes `file`, just created in `dir`, durable under its name: fsync of `dir`. A process
+/// that may create files in `dir` but not read it (postdrop, set-group-id into `maildrop/`
+/// 1730) cannot open it to fsync it; it calls syncfs(2) on the file instead, which writes
+/// back the whole file system the file is on, the directory entry with it.
+pub fn fsync_entry(dir: &Path, file: &Path) -> io::Result<()> {
+    match File::open(dir) {
+        Ok(d) => d.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let f = File::open(file)?;
+            nix::unistd::syncfs(&f).map_err(io::Error::from)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Renames `from` to `to` (both relative to the spool) and fsyncs the target directory.
 pub fn move_file(from: &str, to: &str, durable: bool) -> io::Result<()> {
     std::fs::rename(from, to)?;
@@ -208,6 +223,26 @@ pub fn move_file(from: &str, to: &str, durable: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_name_in_a_directory_that_cannot_be_read_is_made_durable_too() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("maildrop");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("F1");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        fsync_entry(&dir, &file).unwrap();
+        // Write and search, not read: what postdrop has in maildrop/ (root reads anyway).
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o300)).unwrap();
+        let readable = File::open(&dir).is_ok();
+        fsync_entry(&dir, &file).unwrap();
+        assert!(
+            fsync_entry(&dir, &dir.join("missing")).is_err() || readable,
+            "without read access, the file itself must exist"
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
 
     #[test]
     fn create_then_check_is_clean_and_detects_damage() {

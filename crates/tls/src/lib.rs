@@ -1,5 +1,5 @@
-//! TLS for Petrel on OpenSSL: the server side of its daemons (smtpd now; imapd and pop3d
-//! later) and the client side of its delivery agents.
+//! TLS for Petrel on OpenSSL: the server side of its daemons (smtpd, imapd, pop3d) and
+//! the client side of its delivery agents.
 //!
 //! On the server side, four things, nothing more:
 //!
