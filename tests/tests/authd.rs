@@ -491,6 +491,12 @@ fn as_root_authd_runs_as_petrel_auth_and_mail_owner_cannot_read_the_passwords() 
     sb.set("mail_owner", "petrel");
     sb.set("setgid_group", "petrel-drop");
     sb.set("auth_owner", "petrel-auth");
+    // Accounts root adds belong to the virtual-mail user, their homes below the base.
+    let vmail = ensure_user("petrel-vmail", true);
+    sb.set(
+        "virtual_mailbox_base",
+        &sb.dir.join("vmail").display().to_string(),
+    );
     let users = sb.etc.join("users");
     nix::unistd::chown(&users, Some(nix::unistd::Uid::from_raw(0)), Some(auth.gid)).unwrap();
     std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -518,6 +524,25 @@ fn as_root_authd_runs_as_petrel_auth_and_mail_owner_cannot_read_the_passwords() 
     assert_eq!(meta.mode() & 0o777, 0o640);
     let (r, _) = check(&sb, "127.0.0.1", "hank", "hank pw");
     assert!(matches!(r, Reply::Ok { .. }), "{r:?}\n{}", sb.log());
+    let line = std::fs::read_to_string(&users).unwrap();
+    let hank: Vec<&str> = line
+        .lines()
+        .find(|l| l.starts_with("hank:"))
+        .unwrap()
+        .split(':')
+        .collect();
+    assert_eq!(
+        (hank[2], hank[3]),
+        (
+            vmail.uid.to_string().as_str(),
+            vmail.gid.to_string().as_str()
+        ),
+        "{line}"
+    );
+    let home = sb.dir.join("vmail/hank");
+    assert_eq!(hank[5], home.display().to_string());
+    let meta = std::fs::metadata(home.join("Maildir/new")).unwrap();
+    assert_eq!(meta.uid(), vmail.uid.as_raw());
 
     // mail_owner (smtpd's uid) cannot read the password file.
     use std::os::unix::process::CommandExt;

@@ -633,6 +633,14 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
             .trim(),
         "home_mailbox = Maildir/\nqueue_directory = /var/spool/petrel"
     );
+    // -n: what the shipped petrel.conf changes, not the lines that repeat a default.
+    let changed = m.ok("petrel config show -n");
+    assert!(
+        changed.contains("home_mailbox = Maildir/\n")
+            && changed.contains("smtpd_tls_cert_file = $config_directory/tls/cert.pem\n")
+            && !changed.contains("queue_directory"),
+        "{changed}"
+    );
 
     // An ordinary user sends with /usr/sbin/sendmail; anyone sends over SMTP on port 25.
     m.ok("useradd --create-home --shell /bin/sh alice");

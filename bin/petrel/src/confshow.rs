@@ -3,6 +3,27 @@
 use crate::{Fail, Res};
 use petrel_config::Config;
 
+/// Whether `name` is set (in petrel.conf or by `-o`) to something other than its default:
+/// what `-n` shows. A setting that repeats the default (`queue_directory =
+/// /var/spool/petrel`) is not a change; an unknown name always is (it is likely a typo).
+fn changed(cfg: &Config, name: &str) -> bool {
+    if !cfg.is_explicit(name) {
+        return false;
+    }
+    let Some(def) = petrel_config::params::lookup(name) else {
+        return true;
+    };
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let raw = cfg.raw(name);
+    if def.default.starts_with('@') {
+        // A computed default (the host's name): compare what it comes to.
+        let mut plain = cfg.clone();
+        plain.unset(name);
+        return words(&cfg.get(name)) != words(&plain.get(name));
+    }
+    words(&raw) != words(def.default)
+}
+
 /// The lines to print, and the unknown names asked for.
 pub fn lines(cfg: &Config, explicit: bool, names: &[String]) -> (Vec<String>, Vec<String>) {
     let mut out = Vec::new();
@@ -12,6 +33,7 @@ pub fn lines(cfg: &Config, explicit: bool, names: &[String]) -> (Vec<String>, Ve
             out.extend(
                 cfg.explicit()
                     .into_iter()
+                    .filter(|(n, _)| changed(cfg, n))
                     .map(|(n, v)| format!("{n} = {v}")),
             );
         } else {
@@ -27,7 +49,7 @@ pub fn lines(cfg: &Config, explicit: bool, names: &[String]) -> (Vec<String>, Ve
         if petrel_config::params::lookup(n).is_none() && !cfg.is_explicit(n) {
             unknown.push(n.clone());
         } else if explicit {
-            if cfg.is_explicit(n) {
+            if changed(cfg, n) {
                 out.push(format!("{n} = {}", cfg.raw(n)));
             }
         } else {
@@ -58,6 +80,36 @@ pub fn run(dir: &std::path::Path, explicit: bool, names: &[String]) -> Res {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn settings_that_repeat_the_default_are_not_changes() {
+        let cfg = Config::parse(
+            "queue_directory = /var/spool/petrel\nmail_owner  =  petrel\n\
+             home_mailbox = Maildir/\nsmtpd_tls_key_file = $smtpd_tls_cert_file\n\
+             bogus_parameter = 1\nmynetworks = 127.0.0.0/8\n",
+            Path::new("petrel.conf"),
+        )
+        .expect("parses");
+        let (n, _) = lines(&cfg, true, &[]);
+        assert_eq!(
+            n,
+            vec![
+                "bogus_parameter = 1",
+                "home_mailbox = Maildir/",
+                "mynetworks = 127.0.0.0/8"
+            ]
+        );
+        let (one, _) = lines(&cfg, true, &["queue_directory".into()]);
+        assert!(one.is_empty(), "{one:?}");
+        // myhostname's default is the host's name: set to that, it is no change.
+        let host = Config::parse("", Path::new("petrel.conf"))
+            .expect("parses")
+            .get("myhostname");
+        let cfg = Config::parse(&format!("myhostname = {host}\n"), Path::new("p")).expect("parses");
+        assert!(lines(&cfg, true, &[]).0.is_empty());
+        let cfg = Config::parse("myhostname = x.example\n", Path::new("p")).expect("parses");
+        assert_eq!(lines(&cfg, true, &[]).0, vec!["myhostname = x.example"]);
+    }
 
     #[test]
     fn all_explicit_and_named() {

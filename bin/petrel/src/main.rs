@@ -31,9 +31,10 @@
 //!   hold); `queue show` prints one queue file; `queue flush` asks qmgr to retry deferred
 //!   mail now; `hold`, `release` and `delete` work like Postfix's `postsuper -h/-H/-d`.
 //! - `config show` prints every parameter with its effective value, like `postconf`;
-//!   `-n` prints only those set in `petrel.conf`, as written.
+//!   `-n` prints only those `petrel.conf` sets to something other than the default, as
+//!   written (what was changed).
 //! - `user` manages the accounts of a `user_database = passwd-file:PATH` (Dovecot's
-//!   format, `{SHA512-CRYPT}` passwords). `add` and `passwd` read the password from
+//!   format, `auth_password_scheme` hashes). `add` and `passwd` read the password from
 //!   standard input when it is not a terminal, else ask twice without echo. Run by root
 //!   on an installed system, `add` gives the account `virtual_mail_owner`'s uid and gid
 //!   and a home under `virtual_mailbox_base`.
@@ -173,7 +174,7 @@ enum QueueCmd {
 enum ConfigCmd {
     /// Print parameters as `name = value`.
     Show {
-        /// Only the parameters set in petrel.conf, as written.
+        /// Only the parameters petrel.conf changes from their default, as written.
         #[arg(short = 'n')]
         explicit: bool,
         /// Only these parameters.

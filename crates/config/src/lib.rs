@@ -181,6 +181,11 @@ impl Config {
         self.set_override(n.trim(), v.trim())
     }
 
+    /// Forgets the setting of `name` (file or override): it takes its default again.
+    pub fn unset(&mut self, name: &str) {
+        self.set.remove(name);
+    }
+
     /// True when `name` was set in the file or by an override.
     pub fn is_explicit(&self, name: &str) -> bool {
         self.set.contains_key(name)
