@@ -724,6 +724,23 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
         }
     }
 
+    // Installing the package again with dpkg -i (an upgrade, to dpkg) keeps the
+    // configuration an administrator edited and restarts the mail system.
+    m.ok("echo '# edited by the administrator' >> /etc/petrel/petrel.conf");
+    m.ok("dpkg -i /root/petrel.deb 2>&1");
+    m.wait(
+        "master restarted by the upgrade",
+        Duration::from_secs(15),
+        || m.master().is_some_and(|p| p != master),
+    );
+    assert!(
+        std::fs::read_to_string(m.path("/etc/petrel/petrel.conf"))
+            .unwrap()
+            .contains("# edited by the administrator"),
+        "the administrator's petrel.conf is kept"
+    );
+    let procs = descendants(m.master().unwrap());
+
     // Stopped and started again by the init script and by petrel, as an admin would.
     m.ok("/etc/init.d/petrel stop");
     assert!(m.master().is_none(), "stopped");
@@ -736,7 +753,7 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
     );
     assert_eq!(m.sh("/etc/init.d/petrel status").status.code(), Some(3));
     m.ok("petrel start");
-    assert!(m.master().is_some());
+    let master = m.master().expect("petrel start started master");
 
     // Remove: prerm stops it; the spool, the users and the configuration stay.
     m.ok("dpkg --remove petrel 2>&1");
