@@ -49,19 +49,6 @@ const TLS_PAIRS: [(&str, &str); 3] = [
     ("pop3d_tls_cert_file", "pop3d_tls_key_file"),
 ];
 
-/// The spool directories that hold queue files and their records; a copied spool's
-/// files there are given to mail_owner. maildrop/ files belong to their submitters, and
-/// private/, public/ and pid/ hold sockets and master's files.
-const QUEUE_DIRS: [Dir; 7] = [
-    Dir::Incoming,
-    Dir::Active,
-    Dir::Deferred,
-    Dir::Hold,
-    Dir::Corrupt,
-    Dir::Bounce,
-    Dir::Defer,
-];
-
 /// A user or group set-permissions makes sure exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Account {
@@ -394,7 +381,9 @@ fn make_spool(queue: &Path, ids: Option<spool::Ids>) -> Res {
 /// symbolic links are neither followed nor changed).
 fn give_queue_files(queue: &Path, ids: spool::Ids) -> Res {
     let (uid, gid) = (ids.mail_uid, ids.mail_gid);
-    for d in QUEUE_DIRS {
+    // A copied spool's queue files go to mail_owner. maildrop/ files belong to their
+    // submitters, and private/, public/ and pid/ hold sockets and master's files.
+    for d in Dir::ALL.into_iter().filter(|d| d.holds_queue_files()) {
         let dir = queue.join(d.name());
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).map_err(|e| fatal_at(&dir, e))? {
@@ -722,14 +711,6 @@ mod tests {
                 "changed the mode of /q/maildrop from 0777 to 1730",
             ]
         );
-    }
-
-    #[test]
-    fn queue_directories_exclude_maildrop_and_the_socket_directories() {
-        for d in [Dir::Maildrop, Dir::Private, Dir::Public, Dir::Pid] {
-            assert!(!QUEUE_DIRS.contains(&d), "{d:?}");
-        }
-        assert_eq!(QUEUE_DIRS.len() + 4, Dir::ALL.len());
     }
 
     #[test]

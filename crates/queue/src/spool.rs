@@ -90,6 +90,12 @@ impl Dir {
         }
     }
 
+    /// Whether the directory holds queue files or their records (all but maildrop/, whose
+    /// files are the submitters', and private/, public/ and pid/).
+    pub fn holds_queue_files(self) -> bool {
+        !matches!(self, Dir::Maildrop | Dir::Private | Dir::Public | Dir::Pid)
+    }
+
     /// `dir/name` as a relative path string.
     pub fn file(self, name: &str) -> String {
         format!("{}/{}", self.name(), name)
@@ -223,6 +229,18 @@ pub fn move_file(from: &str, to: &str, durable: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_files_live_in_seven_directories() {
+        let q: Vec<Dir> = Dir::ALL
+            .into_iter()
+            .filter(|d| d.holds_queue_files())
+            .collect();
+        assert_eq!(q.len(), 7);
+        for d in [Dir::Maildrop, Dir::Private, Dir::Public, Dir::Pid] {
+            assert!(!q.contains(&d), "{d:?}");
+        }
+    }
 
     #[test]
     fn a_new_name_in_a_directory_that_cannot_be_read_is_made_durable_too() {
