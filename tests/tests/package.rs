@@ -628,6 +628,24 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
     m.ok("/etc/init.d/petrel status");
     let check = m.sh("petrel check 2>&1");
     assert!(check.status.success(), "petrel check: {}", text(&check));
+    // An admin who broke postdrop's mode hears of it from petrel check, and
+    // set-permissions repairs it.
+    m.ok("chmod 0755 /usr/lib/petrel/postdrop");
+    let check = m.sh("petrel check 2>&1");
+    let said = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(
+        !check.status.success()
+            && said.contains("/usr/lib/petrel/postdrop: mode 0755")
+            && said.contains("petrel set-permissions"),
+        "{said}"
+    );
+    let fixed = m.ok("petrel set-permissions");
+    assert!(
+        fixed.contains("set-group-id petrel-drop on /usr/lib/petrel/postdrop"),
+        "{fixed}"
+    );
+    m.ok("petrel check");
+    assert_eq!(m.ok("petrel set-permissions"), "", "a second run changes nothing");
     assert_eq!(
         m.ok("petrel config show home_mailbox queue_directory")
             .trim(),

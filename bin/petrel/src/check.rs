@@ -117,6 +117,22 @@ pub fn tls_problems(cfg: &Config, svcs: &[Service], services_file: &Path) -> Vec
     out
 }
 
+/// What is wrong with postdrop, `(mode, uid, gid)` as found, when users must be able to
+/// submit through it: it must be root's, set-group-id `setgid_group` (gid `drop_gid`), and
+/// writable by root only.
+pub fn postdrop_problem(path: &Path, found: (u32, u32, u32), drop_gid: u32) -> Option<String> {
+    let (mode, uid, gid) = found;
+    let ok = uid == 0 && gid == drop_gid && mode & 0o2000 != 0 && mode & 0o4022 == 0;
+    (!ok).then(|| {
+        format!(
+            "{}: mode {:04o}, owner {uid}:{gid}; should be mode 2755, owner 0:{drop_gid} \
+             (set-group-id setgid_group), or local users cannot submit mail",
+            path.display(),
+            mode & 0o7777
+        )
+    })
+}
+
 /// `petrel check`.
 pub fn run(dir: &Path) -> Res {
     let cfg = crate::load_config(dir)?;
@@ -130,13 +146,30 @@ pub fn run(dir: &Path) -> Res {
     problems.extend(tls_problems(&cfg, &svcs, &sfile));
     problems.extend(routing_problems(&cfg));
     let q = PathBuf::from(cfg.get("queue_directory"));
+    let mut modes = Vec::new();
     match spool_ids(&cfg) {
-        Ok(ids) => problems.extend(petrel_queue::spool::check(&q, ids)),
+        Ok(ids) => {
+            modes.extend(petrel_queue::spool::check(&q, ids));
+            let postdrop = PathBuf::from(cfg.get("daemon_directory")).join("postdrop");
+            if let (Some(ids), Ok(m)) = (ids, std::fs::metadata(&postdrop)) {
+                use std::os::unix::fs::MetadataExt;
+                modes.extend(postdrop_problem(
+                    &postdrop,
+                    (m.mode(), m.uid(), m.gid()),
+                    ids.drop_gid,
+                ));
+            }
+        }
         Err(Fail::Fatal(e) | Fail::Msg(e)) => problems.push(e),
         Err(Fail::Silent) => {}
     }
+    let fixable = !modes.is_empty();
+    problems.extend(modes);
     for p in &problems {
         eprintln!("petrel: error: {p}");
+    }
+    if fixable {
+        eprintln!("petrel: petrel set-permissions sets these owners and modes");
     }
     if problems.is_empty() {
         Ok(())
@@ -148,6 +181,22 @@ pub fn run(dir: &Path) -> Res {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postdrop_must_be_set_group_id_to_the_drop_group_and_root_s() {
+        let p = Path::new("/usr/lib/petrel/postdrop");
+        assert_eq!(postdrop_problem(p, (0o102755, 0, 120), 120), None);
+        for bad in [
+            (0o100755, 0, 0),      // as installed, before set-permissions
+            (0o102755, 0, 0),      // set-gid, but to root's group
+            (0o102755, 1000, 120), // not root's
+            (0o102775, 0, 120),    // group-writable
+            (0o106755, 0, 120),    // set-uid too
+        ] {
+            let e = postdrop_problem(p, bad, 120).expect("a problem");
+            assert!(e.starts_with("/usr/lib/petrel/postdrop: mode "), "{e}");
+        }
+    }
 
     #[test]
     fn missing_and_unexecutable_programs_are_named_with_their_line() {

@@ -26,7 +26,8 @@
 //!   `stop` stops it (SIGTERM, waiting up to 30 s), `reload` makes it re-read its
 //!   configuration (SIGHUP), `status` tells whether it runs.
 //! - `check`: reports configuration warnings and errors, services whose program is
-//!   missing from `daemon_directory`, and spool directories with the wrong mode or owner.
+//!   missing from `daemon_directory`, spool directories with the wrong mode or owner, and
+//!   (as root) a postdrop that is not set-group-id `setgid_group`.
 //! - `queue list` lists the queue like `mailq` (`*` after the id: being delivered, `!`: on
 //!   hold); `queue show` prints one queue file; `queue flush` asks qmgr to retry deferred
 //!   mail now; `hold`, `release` and `delete` work like Postfix's `postsuper -h/-H/-d`.
