@@ -8,9 +8,13 @@
 //!   spool and certificate, and is started by its init script from postinst; mail sent with
 //!   `/usr/sbin/sendmail` by an ordinary user and over SMTP on port 25 reaches that user's
 //!   Maildir; every service runs as its configured uid without capabilities; postdrop is
-//!   the package's only set-id program; `dpkg --remove` keeps the spool and users and
-//!   `dpkg --purge` leaves nothing of ours. Skips with a printed reason when not root or
-//!   when dpkg-buildpackage, debhelper or unshare are missing.
+//!   the package's only set-id program; `dpkg -i` over it restarts it and keeps an edited
+//!   petrel.conf; the init script and `petrel` stop and start it; the systemd unit's
+//!   ExecStart is master in the foreground, which one SIGTERM stops with all its services
+//!   (systemd itself does not run here: `systemd-analyze verify` checks the unit);
+//!   `dpkg --remove` keeps the spool and users and `dpkg --purge` leaves nothing of ours.
+//!   Skips with a printed reason when not root or when dpkg-buildpackage, debhelper or
+//!   unshare are missing.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -340,6 +344,20 @@ exec chroot $T/root sleep 1200
             .unwrap()
     }
 
+    /// A command inside the copy, as root, left running (nsenter execs it: its pid is
+    /// the command's).
+    fn spawn(&self, argv: &[String]) -> Child {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-m", "-n", "-r", "-w"])
+            .args(argv)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// [`Machine::sh`] that must succeed; its standard output.
     fn ok(&self, cmd: &str) -> String {
         let o = self.sh(cmd);
@@ -645,7 +663,11 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
         "{fixed}"
     );
     m.ok("petrel check");
-    assert_eq!(m.ok("petrel set-permissions"), "", "a second run changes nothing");
+    assert_eq!(
+        m.ok("petrel set-permissions"),
+        "",
+        "a second run changes nothing"
+    );
     assert_eq!(
         m.ok("petrel config show home_mailbox queue_directory")
             .trim(),
@@ -770,6 +792,56 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
         "no service outlives master"
     );
     assert_eq!(m.sh("/etc/init.d/petrel status").status.code(), Some(3));
+
+    // What systemd does with petrel.service (Type=simple, KillMode=mixed), done by hand:
+    // ExecStart's process is master itself and stays in the foreground, ExecReload
+    // works, and SIGTERM to that one process stops every service.
+    let unit = std::fs::read_to_string(m.path("/lib/systemd/system/petrel.service")).unwrap();
+    let exec = |key: &str| -> Vec<String> {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("petrel.service has {key}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let mut main = m.spawn(&exec("ExecStart="));
+    let main_pid = main.id() as i32;
+    m.wait("ExecStart runs master", Duration::from_secs(15), || {
+        m.master() == Some(main_pid)
+    });
+    assert!(
+        main.try_wait().unwrap().is_none(),
+        "ExecStart stays in the foreground"
+    );
+    m.ok(&exec("ExecReload=").join(" "));
+    m.wait(
+        "services under the unit's master",
+        Duration::from_secs(15),
+        || descendants(main_pid).iter().any(|(_, n)| n == "qmgr"),
+    );
+    let under = descendants(main_pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(main_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(st) = main.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < end, "master ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "master exits 0 on SIGTERM: {exit}");
+    assert!(
+        under
+            .iter()
+            .all(|(p, _)| !Path::new(&format!("/proc/{p}")).exists()
+                || status(*p, "State").starts_with('Z')),
+        "SIGTERM to master alone stopped every service: {under:?}"
+    );
     m.ok("petrel start");
     let master = m.master().expect("petrel start started master");
 
