@@ -629,14 +629,15 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
             "note: systemd does not run on this machine: `systemctl start petrel` is not tried"
         );
     }
-    let verify = m.sh("systemd-analyze verify /lib/systemd/system/petrel.service 2>&1");
-    if verify.status.success() {
-        println!("systemd-analyze verify petrel.service: ok");
-    } else {
-        println!(
-            "note: systemd-analyze verify could not run here: {}",
+    if m.sh("command -v systemd-analyze").status.success() {
+        let verify = m.sh("systemd-analyze verify /lib/systemd/system/petrel.service 2>&1");
+        assert!(
+            verify.status.success() && verify.stdout.is_empty(),
+            "systemd-analyze verify petrel.service: {}",
             text(&verify)
         );
+    } else {
+        println!("note: no systemd-analyze here: the unit file is not verified");
     }
 
     // postinst started the mail system through the init script, as boot would.
