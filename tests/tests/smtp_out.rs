@@ -212,11 +212,33 @@ fn transport_maps_routes_a_domain_to_smtp_sink() {
     }
     let mut sb = outbound("smtp_out_transport_sink");
     let sink = SmtpSink::start(sb.base + 30, &[]).unwrap_or_else(|e| panic!("{e}"));
+    // A second entry for the same key is ignored, with a warning (petrel check, qmgr).
     transport(
         &sb,
-        &[format!("example.com smtp:[127.0.0.1]:{}", sink.port)],
+        &[
+            format!("example.com smtp:[127.0.0.1]:{}", sink.port),
+            "EXAMPLE.com error:5.1.2 the later entry".to_string(),
+        ],
+    );
+    let check = sb.petrel(&["check"]);
+    let said = String::from_utf8_lossy(&check.stderr).to_string();
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains("petrel: warning: transport_maps: ")
+            && said
+                .contains(", line 2: duplicate entry for 'example.com' (first at line 1): ignored"),
+        "{said}"
     );
     sb.start();
+    wait_log(
+        &sb,
+        &[
+            "qmgr",
+            "warning: transport_maps: ",
+            "line 2: duplicate entry",
+        ],
+        WAIT,
+    );
     send(
         &sb,
         "demo@localhost",

@@ -48,10 +48,13 @@ pub fn program_problems(cfg: &Config, svcs: &[Service], services_file: &Path) ->
 /// smtp_tls_security_level, a CA file that cannot be loaded.
 pub fn routing_problems(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    let mut table = |param: &str| {
-        if let Err(e) = petrel_maps::table::Tables::open(&cfg.get_list(param)) {
-            out.push(format!("{param}: {e}"));
+    let mut table = |param: &str| match petrel_maps::table::Tables::open(&cfg.get_list(param)) {
+        Ok(t) => {
+            for w in t.warnings() {
+                eprintln!("petrel: warning: {param}: {w}");
+            }
         }
+        Err(e) => out.push(format!("{param}: {e}")),
     };
     table("transport_maps");
     if cfg.get_bool("smtp_sasl_auth_enable") {

@@ -43,6 +43,9 @@ fn main() {
         Ok(t) => t,
         Err(e) => petrel_log::fatal(format!("transport_maps: {e}")),
     };
+    for w in transport_maps.warnings() {
+        log::warn!("transport_maps: {w}");
+    }
     let router = policy::Router {
         mydestination: c.get_list("mydestination"),
         transport_maps,

@@ -43,6 +43,9 @@ pub fn prepare(c: &Config, lmtp: bool) -> Result<Prepared, String> {
     let sasl = if c.get_bool("smtp_sasl_auth_enable") && !lmtp {
         let t = Tables::open(&c.get_list("smtp_sasl_password_maps"))
             .map_err(|e| format!("smtp_sasl_password_maps: {e}"))?;
+        for w in t.warnings() {
+            log::warn!("smtp_sasl_password_maps: {w}");
+        }
         Some(t)
     } else {
         None
