@@ -657,7 +657,13 @@ fn client_vanishing_mid_data_leaves_nothing_behind() {
     sb.wait_for("an empty queue", WAIT, || sb.all_queue_files().is_empty());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sb.messages("demo").len(), 1);
-    assert_eq!(sb.pids_of("smtpd"), smtpd, "smtpd did not crash");
+    // The smtpd processes serving before are the ones serving now (master may have
+    // started the other smtpd services' processes since: they do not count).
+    let now = sb.pids_of("smtpd");
+    assert!(
+        smtpd.iter().all(|p| now.contains(p)),
+        "smtpd did not crash: {smtpd:?} then {now:?}"
+    );
     sb.stop();
 }
 
@@ -717,7 +723,13 @@ fn ten_thousand_pipelined_noops() {
     let mut d = SmtpClient::ehlo(port, "after.example");
     d.expect("NOOP", "250 2.0.0 Ok");
     d.expect("QUIT", "221 ");
-    assert_eq!(sb.pids_of("smtpd"), smtpd, "smtpd did not crash");
+    // The smtpd processes serving before are the ones serving now (master may have
+    // started the other smtpd services' processes since: they do not count).
+    let now = sb.pids_of("smtpd");
+    assert!(
+        smtpd.iter().all(|p| now.contains(p)),
+        "smtpd did not crash: {smtpd:?} then {now:?}"
+    );
     sb.stop();
 }
 
