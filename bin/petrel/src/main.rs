@@ -7,6 +7,7 @@
 //! petrel [-c config_dir] start | start-fg | stop | reload | status | check
 //! petrel [-c config_dir] queue list | show ID | flush | hold ID...|ALL | release ID...|ALL | delete ID...|ALL
 //! petrel [-c config_dir] config show [-n] [NAME...]
+//! petrel [-c config_dir] config set NAME=VALUE...
 //! petrel [-c config_dir] user add NAME | del NAME | list | passwd NAME
 //! petrel [-c config_dir] set-permissions
 //! ```
@@ -34,6 +35,13 @@
 //! - `config show` prints every parameter with its effective value, like `postconf`;
 //!   `-n` prints only those `petrel.conf` sets to something other than the default, as
 //!   written (what was changed).
+//! - `config set` changes `petrel.conf` like `postconf -e`: each `NAME=VALUE` (or
+//!   `NAME = VALUE` in one argument) replaces the line that sets NAME (the last one, the
+//!   one in effect, when it is set twice; its continuation lines go) or is appended.
+//!   Comments and every other line stay as they are. Names and values are checked first
+//!   (a known parameter's value as `check` would); nothing is written when one is wrong;
+//!   an unknown name is only warned about. The new file replaces the old by rename, with
+//!   its mode and owner. Silent on success; a running system reads it on `reload`.
 //! - `user` manages the accounts of a `user_database = passwd-file:PATH` (Dovecot's
 //!   format, `auth_password_scheme` hashes). `add` and `passwd` read the password from
 //!   standard input when it is not a terminal, else ask twice without echo. Run by root
@@ -53,6 +61,7 @@
 //! exit with status 64.
 
 mod check;
+mod confset;
 mod confshow;
 mod control;
 mod perms;
@@ -124,7 +133,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: QueueCmd,
     },
-    /// Show configuration parameters.
+    /// Show or change configuration parameters.
     Config {
         #[command(subcommand)]
         cmd: ConfigCmd,
@@ -181,6 +190,12 @@ enum ConfigCmd {
         /// Only these parameters.
         names: Vec<String>,
     },
+    /// Change parameters in petrel.conf, like postconf -e.
+    Set {
+        /// `name=value` (or `name = value` as one argument); `name=` sets it empty.
+        #[arg(required = true, value_name = "NAME=VALUE", value_parser = confset::has_equals)]
+        settings: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -227,9 +242,10 @@ fn run(cli: Cli) -> Res {
             QueueCmd::Release { ids } => queue::release(&dir, &ids),
             QueueCmd::Delete { ids } => queue::delete(&dir, &ids),
         },
-        Cmd::Config {
-            cmd: ConfigCmd::Show { explicit, names },
-        } => confshow::run(&dir, explicit, &names),
+        Cmd::Config { cmd } => match cmd {
+            ConfigCmd::Show { explicit, names } => confshow::run(&dir, explicit, &names),
+            ConfigCmd::Set { settings } => confset::run(&dir, &settings),
+        },
         Cmd::User { cmd } => match cmd {
             UserCmd::Add { name } => users::add(&dir, &name),
             UserCmd::Del { name } => users::del(&dir, &name),

@@ -286,25 +286,32 @@ impl Config {
         let mut names: Vec<&String> = self.set.keys().collect();
         names.sort();
         for name in names {
-            let (raw, origin) = &self.set[name];
+            let (_, origin) = &self.set[name];
             let line = match origin {
                 Origin::File(l) => *l,
                 Origin::Override => 0,
             };
-            let err = |reason: String| ConfigError {
+            self.check_param(name).map_err(|reason| ConfigError {
                 file: self.file.clone(),
                 line,
                 reason,
-            };
-            let Some(def) = params::lookup(name) else {
-                continue;
-            };
-            let value = self
-                .expand_checked(raw, &mut vec![name.clone()])
-                .map_err(|e| err(format!("{name}: {e}")))?;
-            check_kind(def, &value).map_err(|e| err(format!("{name} = {value}: {e}")))?;
+            })?;
         }
         Ok(())
+    }
+
+    /// Checks the value `name` has here (as set, else its default), `$` expansions done,
+    /// against its kind: what [`Config::validate`] checks for each parameter set. An unknown
+    /// name passes. The error reads `name = value: reason`, or `name: reason` when the
+    /// expansion fails.
+    pub fn check_param(&self, name: &str) -> Result<(), String> {
+        let Some(def) = params::lookup(name) else {
+            return Ok(());
+        };
+        let value = self
+            .expand_checked(&self.raw(name), &mut vec![name.to_string()])
+            .map_err(|e| format!("{name}: {e}"))?;
+        check_kind(def, &value).map_err(|e| format!("{name} = {value}: {e}"))
     }
 
     /// Every known parameter with its effective (expanded) value, sorted by name.
@@ -324,9 +331,32 @@ impl Config {
     }
 }
 
+/// One logical line of a `petrel.conf`, as the parser sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalLine {
+    /// 0-based index (as counted by [`str::lines`]) of the physical line it starts on.
+    pub first: usize,
+    /// 0-based index of its last continuation line (`first` when it has none). Blank and
+    /// comment lines between `first` and `last` are skipped by the parser: they neither
+    /// belong to the logical line nor end it.
+    pub last: usize,
+    /// Its text: the physical lines trimmed and joined with one space.
+    pub text: String,
+}
+
 /// Splits a file into logical lines (continuations joined), with the first line's number.
 pub(crate) fn logical_lines(text: &str) -> Vec<(usize, String)> {
-    let mut out: Vec<(usize, String)> = Vec::new();
+    logical_line_spans(text)
+        .into_iter()
+        .map(|l| (l.first + 1, l.text))
+        .collect()
+}
+
+/// Splits a file into logical lines, with where each one lies. The parsers of
+/// `petrel.conf` and `services.conf` read the lines this gives; `petrel config set` uses it
+/// to find a setting exactly where the parser finds it.
+pub fn logical_line_spans(text: &str) -> Vec<LogicalLine> {
+    let mut out: Vec<LogicalLine> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -334,12 +364,17 @@ pub(crate) fn logical_lines(text: &str) -> Vec<(usize, String)> {
         }
         if line.starts_with([' ', '\t']) {
             if let Some(last) = out.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(trimmed);
+                last.text.push(' ');
+                last.text.push_str(trimmed);
+                last.last = i;
                 continue;
             }
         }
-        out.push((i + 1, trimmed.to_string()));
+        out.push(LogicalLine {
+            first: i,
+            last: i,
+            text: trimmed.to_string(),
+        });
     }
     out
 }
@@ -510,6 +545,38 @@ mod tests {
                 ("maximal_queue_lifetime".to_string(), "2d".to_string()),
                 ("queue_run_delay".to_string(), "1m".to_string())
             ]
+        );
+    }
+
+    #[test]
+    fn logical_line_spans_cover_continuations_across_comments() {
+        let spans = logical_line_spans("  lead = 1\n# c\na = x,\n  y\n  # c\n\n\tz\nb = 2\n");
+        let got: Vec<(usize, usize, &str)> = spans
+            .iter()
+            .map(|l| (l.first, l.last, l.text.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0, 0, "lead = 1"), (2, 6, "a = x, y z"), (7, 7, "b = 2")]
+        );
+    }
+
+    #[test]
+    fn check_param_is_what_validate_checks() {
+        let c = parse("message_size_limit = abc\nhopcount_limit = $message_size_limit\n").unwrap();
+        assert_eq!(
+            c.check_param("message_size_limit"),
+            Err("message_size_limit = abc: not a whole number".to_string())
+        );
+        assert_eq!(
+            c.check_param("hopcount_limit"),
+            Err("hopcount_limit = abc: not a whole number".to_string())
+        );
+        assert_eq!(c.check_param("queue_run_delay"), Ok(()));
+        assert_eq!(c.check_param("no_such_parameter"), Ok(()));
+        assert_eq!(
+            c.validate().unwrap_err().reason,
+            "hopcount_limit = abc: not a whole number"
         );
     }
 
