@@ -388,6 +388,16 @@ impl Drop for Sandbox {
     }
 }
 
+/// A command's status, standard output and error, for an assertion message.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs a command with `input` on stdin and collects its output.
 pub fn run_with_input(mut c: Command, input: &[u8]) -> Output {
     use std::io::Write;

@@ -17,6 +17,7 @@
 //!   unshare are missing.
 #![allow(clippy::unwrap_used)]
 
+use petrel_tests::show;
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
@@ -48,15 +49,6 @@ fn make(args: &[&str]) -> Output {
         .args(args)
         .stdin(Stdio::null());
     c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Every path under `root`, relative, with `/` after directories' names left out.
@@ -106,11 +98,11 @@ fn make_install_puts_exactly_the_programs_configuration_and_man_pages_in_place()
         "PREFIX=/usr",
         &format!("DESTDIR={}", dest.display()),
     ]);
-    assert!(o.status.success(), "make install: {}", text(&o));
+    assert!(o.status.success(), "make install: {}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("petrel set-permissions"),
         "a DESTDIR install says what to run next: {}",
-        text(&o)
+        show(&o)
     );
 
     let mut want: BTreeSet<String> = [
@@ -191,7 +183,7 @@ fn make_install_puts_exactly_the_programs_configuration_and_man_pages_in_place()
         "PREFIX=/usr/local",
         &format!("DESTDIR={}", dest2.display()),
     ]);
-    assert!(o.status.success(), "make install: {}", text(&o));
+    assert!(o.status.success(), "make install: {}", show(&o));
     let conf = std::fs::read_to_string(dest2.join("etc/petrel/petrel.conf")).unwrap();
     assert!(
         conf.contains("\ndaemon_directory = /usr/local/lib/petrel\n")
@@ -214,7 +206,7 @@ fn make_install_puts_exactly_the_programs_configuration_and_man_pages_in_place()
         "PREFIX=/usr",
         &format!("DESTDIR={}", dest.display()),
     ]);
-    assert!(o.status.success(), "make uninstall: {}", text(&o));
+    assert!(o.status.success(), "make uninstall: {}", show(&o));
     let left = tree(&dest);
     assert_eq!(
         left,
@@ -361,7 +353,7 @@ exec chroot $T/root sleep 1200
     /// [`Machine::sh`] that must succeed; its standard output.
     fn ok(&self, cmd: &str) -> String {
         let o = self.sh(cmd);
-        assert!(o.status.success(), "{cmd}: {}\n{}", text(&o), self.logs());
+        assert!(o.status.success(), "{cmd}: {}\n{}", show(&o), self.logs());
         String::from_utf8_lossy(&o.stdout).to_string()
     }
 
@@ -491,7 +483,7 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
     }
     let out = tempfile::tempdir().unwrap();
     let o = make(&["deb", &format!("DEBDIR={}", out.path().display())]);
-    assert!(o.status.success(), "make deb: {}", text(&o));
+    assert!(o.status.success(), "make deb: {}", show(&o));
     let deb = std::fs::read_dir(out.path())
         .unwrap()
         .flatten()
@@ -634,7 +626,7 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
         assert!(
             verify.status.success() && verify.stdout.is_empty(),
             "systemd-analyze verify petrel.service: {}",
-            text(&verify)
+            show(&verify)
         );
     } else {
         println!("note: no systemd-analyze here: the unit file is not verified");
@@ -646,7 +638,7 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
     });
     m.ok("/etc/init.d/petrel status");
     let check = m.sh("petrel check 2>&1");
-    assert!(check.status.success(), "petrel check: {}", text(&check));
+    assert!(check.status.success(), "petrel check: {}", show(&check));
     // An admin who broke postdrop's mode hears of it from petrel check, and
     // set-permissions repairs it.
     m.ok("chmod 0755 /usr/lib/petrel/postdrop");
@@ -903,7 +895,7 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
         // its daily mandb run), as it does for every package's pages.
         .filter(|l| !l.starts_with("/var/cache/man/"))
         .collect();
-    assert!(found.status.success(), "{}", text(&found));
+    assert!(found.status.success(), "{}", show(&found));
     assert!(ours.is_empty(), "left after purge: {ours:?}");
     for p in [
         "/var/spool/petrel",

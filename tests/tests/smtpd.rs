@@ -23,14 +23,7 @@ fn smtp_sandbox(name: &str, settings: &[(&str, &str)]) -> Sandbox {
     sb
 }
 
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use petrel_tests::show;
 
 /// Lines `name|code|text` printed by the Python scripts below (text: "\n" as "\\n").
 fn py_replies(out: &Output) -> HashMap<String, (u16, String)> {

@@ -36,14 +36,7 @@ fn start(sb: &mut Sandbox) {
     }
 }
 
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use petrel_tests::show;
 
 /// What a Python script printed: `name|code|text` lines (text: "\n" as "\\n").
 struct Py {
