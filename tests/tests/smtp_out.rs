@@ -547,7 +547,14 @@ fn one_recipient_refused_at_rcpt_bounces_alone_the_others_go_in_one_transaction(
     );
     assert_eq!(t[0].header("Subject").as_deref(), Some("three recipients"));
     let dsn = wait_dsn_for(&sb, "nobody@peer.test");
-    assert!(dsn.contains("Action: failed\nStatus: 5.1.1\n"), "{dsn}");
+    assert!(
+        dsn.contains(
+            "Action: failed\nStatus: 5.1.1\nRemote-MTA: dns; 127.0.0.1\n\
+             Diagnostic-Code: smtp; 550 5.1.1 <nobody@peer.test>: Recipient address rejected: \
+             User unknown\n"
+        ),
+        "{dsn}"
+    );
     assert!(
         !dsn.contains("Final-Recipient: rfc822; a@peer.test"),
         "{dsn}"

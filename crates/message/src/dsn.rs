@@ -133,11 +133,21 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
             ));
         }
         s.push_str(&format!(
-            "Action: {}\nStatus: {}\nDiagnostic-Code: X-Petrel; {}\n",
+            "Action: {}\nStatus: {}\n",
             x.action.as_str(),
-            x.status,
-            one_line(&x.diagnostic)
+            x.status
         ));
+        match remote_reply(&x.diagnostic) {
+            Some((mta, reply)) => s.push_str(&format!(
+                "Remote-MTA: dns; {}\nDiagnostic-Code: smtp; {}\n",
+                one_line(mta),
+                one_line(reply)
+            )),
+            None => s.push_str(&format!(
+                "Diagnostic-Code: X-Petrel; {}\n",
+                one_line(&x.diagnostic)
+            )),
+        }
         if x.action == Action::Delayed {
             s.push_str(&format!("Last-Attempt-Date: {date}\n"));
         }
@@ -169,6 +179,21 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
     out
 }
 
+/// The server and its reply in a reason the smtp agent wrote for a reply it got,
+/// `host NAME[ADDR] said: CODE TEXT (in reply to COMMAND)`: `(NAME, "CODE TEXT")`, for the
+/// report's Remote-MTA and `Diagnostic-Code: smtp;` (RFC 3464 2.3.5, 2.3.6). Any other
+/// reason (local delivery, a timeout, DNS) is None.
+fn remote_reply(reason: &str) -> Option<(&str, &str)> {
+    let (host, after) = reason.strip_prefix("host ")?.split_once(" said: ")?;
+    let name = host.split_once('[').map_or(host, |(n, _)| n);
+    let reply = after
+        .rsplit_once(" (in reply to ")
+        .map_or(after, |(r, _)| r);
+    let code = reply.as_bytes().get(..3)?;
+    let coded = code.iter().all(u8::is_ascii_digit) && matches!(code[0], b'4' | b'5');
+    (coded && !name.is_empty() && !name.contains(' ')).then_some((name, reply))
+}
+
 fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -178,6 +203,30 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_reply_names_the_server_and_keeps_the_reply() {
+        assert_eq!(
+            remote_reply(
+                "host mx.example.com[192.0.2.7] said: 550 5.1.1 <a@example.com>: User unknown \
+                 (in reply to RCPT TO command)"
+            ),
+            Some(("mx.example.com", "550 5.1.1 <a@example.com>: User unknown"))
+        );
+        assert_eq!(
+            remote_reply("host localhost[/run/dovecot/lmtp] said: 452 4.2.2 Quota exceeded"),
+            Some(("localhost", "452 4.2.2 Quota exceeded"))
+        );
+        for other in [
+            "unknown user: \"nobody\"",
+            "connect to mx.example.com[192.0.2.7]:25: Connection refused",
+            "host mx.example.com[192.0.2.7] said: nonsense",
+            "host  said: 550 x",
+            "Host or domain name not found",
+        ] {
+            assert_eq!(remote_reply(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn bounce_has_the_three_parts_and_fields() {
