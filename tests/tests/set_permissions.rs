@@ -325,6 +325,27 @@ fn set_permissions_makes_users_spool_files_and_a_certificate_and_user_add_uses_v
         "petrel: fatal: virtual_mail_owner petrel-sp-nobody: no such user \
          (run petrel set-permissions)\n"
     );
+
+    // A host name no certificate can carry does not fail the command: the certificate is
+    // made for localhost, with a warning that says what to do.
+    std::fs::remove_file(etc.join("tls/cert.pem")).unwrap();
+    std::fs::remove_file(etc.join("tls/key.pem")).unwrap();
+    let mut conf4 = conf.clone();
+    conf4.push_str("myhostname = bad_name.sp.test\n");
+    std::fs::write(etc.join("petrel.conf"), &conf4).unwrap();
+    let out = petrel(&etc, &["set-permissions"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("made it for localhost instead; set myhostname"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("made a self-signed certificate for localhost"),
+        "{}",
+        text(&out.stdout)
+    );
+    petrel_tls::ServerConfig::load(&etc.join("tls/cert.pem"), &etc.join("tls/key.pem")).unwrap();
 }
 
 #[test]

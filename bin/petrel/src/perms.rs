@@ -582,13 +582,20 @@ fn self_signed(cfg: &Config, cert: &Path, key: &Path) -> Res {
             make_parents(parent)?;
         }
     }
-    let host = cfg.get("myhostname");
-    petrel_tls::self_signed(&host, cert, key).map_err(|e| {
-        Fail::Fatal(format!(
-            "{}: {e} (set myhostname, or install a certificate there)",
-            cert.display()
-        ))
-    })?;
+    let mut host = cfg.get("myhostname");
+    if let Err(e) = petrel_tls::self_signed(&host, cert, key) {
+        // A host name no certificate can carry (an underscore, say) must not fail the
+        // package's installation: STARTTLS with a self-signed certificate is opportunistic
+        // and its name is not checked. The administrator hears how to do better.
+        warn(&format!(
+            "{e}: made it for localhost instead; set myhostname, remove {} and {} and run              petrel set-permissions again, or install your own certificate there",
+            cert.display(),
+            key.display()
+        ));
+        host = "localhost".to_string();
+        petrel_tls::self_signed(&host, cert, key)
+            .map_err(|e| Fail::Fatal(format!("{}: {e}", cert.display())))?;
+    }
     if cert != key {
         set_owner_mode(cert, Some((0, 0)), 0o644)?;
     }
