@@ -97,7 +97,7 @@ run: build
 	@$(BIN)/petrel -c $(RUN)/etc status >/dev/null 2>&1 || $(BIN)/petrel -c $(RUN)/etc start
 	@echo
 	@echo "Petrel is running in $(RUN) (log: $(RUN)/log/maillog)."
-	@echo "  send:   printf 'Subject: hi\\n\\nhello\\n' | $(BIN)/sendmail -C $(RUN)/etc demo@localhost"
+	@printf '%s\n' "  send:   printf 'Subject: hi\\n\\nhello\\n' | $(BIN)/sendmail -C $(RUN)/etc demo@localhost"
 	@echo "  read:   ls $(RUN)/home/demo/Maildir/new/"
 	@echo "  queue:  $(BIN)/petrel -c $(RUN)/etc queue list"
 	@echo "  stop:   make stop"
