@@ -26,6 +26,7 @@ pkg-config --exists openssl 2>/dev/null || need="$need libssl-dev pkg-config"
 # The Debian package (make deb, tests/tests/package.rs): dpkg-buildpackage and debhelper.
 command -v dpkg-buildpackage >/dev/null 2>&1 || need="$need dpkg-dev"
 command -v dh >/dev/null 2>&1 || need="$need debhelper"
+command -v lintian >/dev/null 2>&1 || need="$need lintian"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 	echo "deps: not root (or no apt-get): please install:$need (tests needing them skip)"
