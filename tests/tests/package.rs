@@ -779,6 +779,48 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
         }
     }
 
+    // alice reads her mail over IMAP, as an admin would set it up: an account for the
+    // system user (the same uid and Maildir local delivers to), IMAP enabled in
+    // services.conf, a reload. A name that is no system user gets no account.
+    let added = m.ok("printf 'alice imap pw\\n' | petrel user add alice");
+    assert!(
+        added.contains(&format!(
+            "the system user: uid {alice_uid}, home /home/alice"
+        )),
+        "{added}"
+    );
+    let nobody = m.sh("printf 'pw\\n' | petrel user add nosuchuser 2>&1");
+    assert!(
+        !nobody.status.success()
+            && String::from_utf8_lossy(&nobody.stdout).contains("is not a user of this system"),
+        "{}",
+        show(&nobody)
+    );
+    m.ok("sed -i 's/^#143 /143  /' /etc/petrel/services.conf && petrel reload");
+    let imap = m.ok("python3 - <<'EOF'
+import imaplib, ssl, time
+for _ in range(100):
+    try:
+        c = imaplib.IMAP4('127.0.0.1', 143)
+        break
+    except OSError:
+        time.sleep(0.1)
+c.starttls(ssl._create_unverified_context())
+c.login('alice', 'alice imap pw')
+typ, data = c.select('INBOX', readonly=True)
+print('messages', data[0].decode())
+typ, data = c.fetch('1:*', '(BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
+for part in data:
+    if isinstance(part, tuple):
+        print(part[1].decode().strip())
+c.logout()
+EOF");
+    assert!(imap.contains("messages 2\n"), "{imap}");
+    assert!(
+        imap.contains("Subject: from sendmail") && imap.contains("Subject: over smtp"),
+        "{imap}"
+    );
+
     // Installing the package again with dpkg -i (an upgrade, to dpkg) keeps the
     // configuration an administrator edited and restarts the mail system.
     m.ok("echo '# edited by the administrator' >> /etc/petrel/petrel.conf");
@@ -793,6 +835,12 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
             .unwrap()
             .contains("# edited by the administrator"),
         "the administrator's petrel.conf is kept"
+    );
+    assert!(
+        std::fs::read_to_string(m.path("/etc/petrel/services.conf"))
+            .unwrap()
+            .contains("\n143  "),
+        "the administrator's services.conf is kept"
     );
     let procs = descendants(m.master().unwrap());
 
@@ -916,6 +964,9 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
         // man-db's trigger formats pages into its own cache (man-db's files, pruned by
         // its daily mandb run), as it does for every package's pages.
         .filter(|l| !l.starts_with("/var/cache/man/"))
+        // alice's mailbox is hers, with the index imapd keeps in it (as Dovecot keeps
+        // dovecot.index there): purge never touches mailboxes.
+        .filter(|l| !l.starts_with("/home/alice/Maildir/"))
         .collect();
     assert!(found.status.success(), "{}", show(&found));
     assert!(ours.is_empty(), "left after purge: {ours:?}");
@@ -929,6 +980,14 @@ fn the_debian_package_installs_runs_delivers_and_purges_cleanly() {
     ] {
         assert!(!m.path(p).exists(), "{p} is gone");
     }
-    // Alice's mail is hers: purge does not touch it.
-    assert_eq!(std::fs::read_dir(&new).unwrap().count(), 2);
+    // Alice's mail is hers: purge does not touch it (IMAP moved it from new/ to cur/).
+    let kept: usize = ["new", "cur"]
+        .iter()
+        .map(|d| {
+            std::fs::read_dir(m.path(&format!("/home/alice/Maildir/{d}")))
+                .unwrap()
+                .count()
+        })
+        .sum();
+    assert_eq!(kept, 2, "alice's two messages");
 }

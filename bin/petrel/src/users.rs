@@ -72,15 +72,61 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The passwd-file named by `user_database`.
+/// The password file the accounts live in: `auth_password_file`, which authd reads.
 pub fn database_path(dir: &Path) -> Res<PathBuf> {
     let cfg = crate::load_config(dir)?;
-    let db = cfg.get("user_database");
-    match db.strip_prefix("passwd-file:") {
-        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-        _ => Err(Fail::Fatal(format!(
-            "user_database = {db}: petrel user manages only passwd-file:PATH databases"
-        ))),
+    password_file(&cfg).map_err(Fail::Fatal)
+}
+
+fn password_file(cfg: &petrel_config::Config) -> Result<PathBuf, String> {
+    let file = cfg.get("auth_password_file");
+    if file.trim().is_empty() {
+        return Err("auth_password_file is empty: there is no password file to manage".into());
+    }
+    Ok(PathBuf::from(file.trim()))
+}
+
+/// Whose mail a new account reaches, and so which uid and home its entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The caller's (a sandbox, or a system run by one user): the caller's uid, a home
+    /// next to the other accounts.
+    Caller,
+    /// An account of its own (`user_database = passwd-file:...`, the same file): the
+    /// virtual-mail owner's uid, a home below `virtual_mailbox_base`.
+    Virtual,
+    /// A user of the system (`user_database = unix:passwd`): local delivers its mail to
+    /// its home as its uid, so IMAP and POP3 must serve the same.
+    System,
+}
+
+/// The [`Kind`] of accounts `petrel user add` makes: run by root for a privileged
+/// configuration, the user database decides; otherwise [`Kind::Caller`].
+pub fn kind(euid_is_root: bool, runs_as_mail_owner: bool, user_database: &str) -> Kind {
+    if !uses_virtual_owner(euid_is_root, runs_as_mail_owner) {
+        Kind::Caller
+    } else if user_database.trim().starts_with("passwd-file:") {
+        Kind::Virtual
+    } else {
+        Kind::System
+    }
+}
+
+/// The system user `name` (not root), for a [`Kind::System`] account.
+fn system_user(name: &str, cfg: &petrel_config::Config) -> Result<nix::unistd::User, String> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) if u.uid.is_root() => Err(format!(
+            "{name} has uid 0: mail sessions never run as root, so it can have no account"
+        )),
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => Err(format!(
+            "{name} is not a user of this system, and user_database = {} delivers mail \
+             to system users only: add the user first (useradd), or set user_database = \
+             passwd-file:{} for accounts of their own",
+            cfg.get("user_database"),
+            cfg.get("auth_password_file")
+        )),
+        Err(e) => Err(format!("{name}: {e}")),
     }
 }
 
@@ -388,16 +434,69 @@ pub fn del_entry(path: &Path, name: &str) -> Result<Option<PathBuf>, String> {
 
 /// `petrel user add NAME`.
 pub fn add(dir: &Path, name: &str) -> Res {
-    let path = database_path(dir)?;
     let cfg = crate::load_config(dir)?;
+    let path = password_file(&cfg)?;
     let scheme = password_scheme(&cfg)?;
     check_name(name)?;
-    let virt = virtual_owner(&cfg)?;
-    let pw = new_password()?;
+    let db = cfg.get("user_database");
+    let kind = kind(
+        nix::unistd::geteuid().is_root(),
+        petrel_daemon::running_as_mail_owner(&cfg),
+        &db,
+    );
     let group = new_file_group(&cfg);
+    if kind == Kind::System {
+        let user = system_user(name, &cfg)?;
+        let pw = new_password()?;
+        add_system_entry(&path, &user, &pw, scheme, group)?;
+        println!(
+            "petrel: added user {name} (the system user: uid {}, home {})",
+            user.uid,
+            user.dir.display()
+        );
+        return Ok(());
+    }
+    let virt = match kind {
+        Kind::Virtual => virtual_owner(&cfg)?,
+        _ => None,
+    };
+    if kind == Kind::Virtual && db.trim() != format!("passwd-file:{}", path.display()) {
+        eprintln!(
+            "petrel: warning: user_database = {db} is not auth_password_file ({}): mail for \
+             {name} is delivered only if that database has it too",
+            path.display()
+        );
+    }
+    let pw = new_password()?;
     let home = add_entry(&path, dir, name, &pw, scheme, group, virt.as_ref())?;
     println!("petrel: added user {name} (home {})", home.display());
     Ok(())
+}
+
+/// Adds the system user `user` with `password` to the password file at `path`, with its
+/// uid, gid and home (its mailbox is where local delivers it; nothing is created).
+pub fn add_system_entry(
+    path: &Path,
+    user: &nix::unistd::User,
+    password: &str,
+    scheme: Scheme,
+    group: Option<u32>,
+) -> Result<(), String> {
+    let mut db = read_db(path)?;
+    if db.iter().any(|e| e.name == user.name) {
+        return Err(format!(
+            "user {} already exists in {}",
+            user.name,
+            path.display()
+        ));
+    }
+    db.push(Entry {
+        uid: Some(user.uid.as_raw()),
+        gid: Some(user.gid.as_raw()),
+        home: Some(user.dir.clone()),
+        ..Entry::new(&user.name, &hash_password(scheme, password)?)
+    });
+    write_db(path, &db, group)
 }
 
 /// `petrel user del NAME`.
@@ -556,6 +655,46 @@ mod tests {
             assert_eq!((meta.uid(), meta.gid()), (0, 4242));
             assert_eq!(meta.mode() & 0o777, 0o640);
         }
+    }
+
+    #[test]
+    fn the_user_database_decides_whose_account_root_adds() {
+        assert_eq!(kind(false, false, "unix:passwd"), Kind::Caller);
+        assert_eq!(
+            kind(true, true, "unix:passwd"),
+            Kind::Caller,
+            "a sandbox run by root"
+        );
+        assert_eq!(kind(true, false, "unix:passwd"), Kind::System);
+        assert_eq!(
+            kind(true, false, " passwd-file:/etc/petrel/users"),
+            Kind::Virtual
+        );
+        assert_eq!(kind(false, false, "passwd-file:/x/users"), Kind::Caller);
+    }
+
+    #[test]
+    fn a_system_account_records_the_users_own_ids_and_home() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let path = t.path().join("users");
+        let user = nix::unistd::User {
+            name: "alice".into(),
+            passwd: Default::default(),
+            uid: nix::unistd::Uid::from_raw(1234),
+            gid: nix::unistd::Gid::from_raw(1235),
+            gecos: Default::default(),
+            dir: PathBuf::from("/home/alice"),
+            shell: PathBuf::from("/bin/sh"),
+        };
+        add_system_entry(&path, &user, "pw", Scheme::Sha512Crypt, None).expect("added");
+        let db = read_db(&path).expect("read");
+        assert_eq!(db.len(), 1);
+        assert_eq!((db[0].uid, db[0].gid), (Some(1234), Some(1235)));
+        assert_eq!(db[0].home.as_deref(), Some(Path::new("/home/alice")));
+        assert!(verify(&db[0].password, "pw"));
+        assert!(!t.path().join("home").exists(), "nothing is created");
+        let again = add_system_entry(&path, &user, "pw", Scheme::Sha512Crypt, None);
+        assert!(again.is_err_and(|e| e.contains("already exists")));
     }
 
     #[test]
