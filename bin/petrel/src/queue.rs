@@ -203,6 +203,18 @@ pub fn list(dir: &Path) -> Res {
     if !q.join(Dir::Incoming.name()).is_dir() {
         return Err(Fail::Fatal(format!("{}: no queue here", q.display())));
     }
+    // A directory this user may not read would look empty: say so instead.
+    for d in LISTED {
+        let p = q.join(d.name());
+        if let Err(e) = std::fs::read_dir(&p) {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return Err(Fail::Fatal(format!(
+                    "{}: {e}: only root and mail_owner may list the mail queue",
+                    p.display()
+                )));
+            }
+        }
+    }
     print!("{}", format_list(&scan(&q)));
     Ok(())
 }
