@@ -12,7 +12,9 @@ RUN     ?= $(CURDIR)/run
 BIN      = $(CURDIR)/target/debug
 # Which build `make install` and `make deb` take: release (the default) or debug.
 PROFILE ?= release
-OUT      = $(CURDIR)/target/$(PROFILE)
+# Where the programs of $(PROFILE) are: cargo's target directory (CARGO_TARGET_DIR when
+# set), or OUT=DIR for programs built elsewhere.
+OUT     ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/$(PROFILE)
 DEBDIR  ?= $(CURDIR)/target/deb
 
 # Where `make install` puts things. The configuration is always /etc/petrel: it is the
@@ -23,7 +25,7 @@ LIBDIR    = $(PREFIX)/lib
 DAEMONDIR = $(LIBDIR)/petrel
 MANDIR    = $(PREFIX)/share/man
 CONFDIR   = /etc/petrel
-DAEMONS   = master smtpd cleanup qmgr local smtp pickup authd imapd pop3d postdrop
+DAEMONS   = master smtpd cleanup qmgr local smtp pickup showq authd imapd pop3d postdrop
 
 .PHONY: all build release bins run stop test deps lint unit e2e bench clean install uninstall deb
 
@@ -88,7 +90,7 @@ deb: bins
 	rm -rf $(DEBDIR)/src
 	mkdir -p $(DEBDIR)/src
 	cp -R packaging/debian $(DEBDIR)/src/debian
-	cd $(DEBDIR)/src && PETREL_TOP=$(CURDIR) PETREL_PROFILE=$(PROFILE) \
+	cd $(DEBDIR)/src && PETREL_TOP=$(CURDIR) PETREL_PROFILE=$(PROFILE) PETREL_OUT=$(OUT) \
 		dpkg-buildpackage --build=binary --no-sign
 	@ls $(DEBDIR)/*.deb
 

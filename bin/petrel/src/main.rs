@@ -30,7 +30,9 @@
 //!   missing from `daemon_directory`, spool directories with the wrong mode or owner, and
 //!   (as root) a postdrop that is not set-group-id `setgid_group`.
 //! - `queue list` lists the queue like `mailq` (`*` after the id: being delivered, `!`: on
-//!   hold); `queue show` prints one queue file; `queue flush` asks qmgr to retry deferred
+//!   hold); a user who may not read the queue gets the listing from showq, through
+//!   `daemon_directory/postdrop -c DIR -q` (set-group-id), which `list` replaces itself
+//!   with; `queue show` prints one queue file; `queue flush` asks qmgr to retry deferred
 //!   mail now; `hold`, `release` and `delete` work like Postfix's `postsuper -h/-H/-d`.
 //! - `config show` prints every parameter with its effective value, like `postconf`;
 //!   `-n` prints only those `petrel.conf` sets to something other than the default, as

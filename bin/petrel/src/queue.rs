@@ -1,196 +1,17 @@
 //! `petrel queue list | show | flush | hold | release | delete`.
 //!
-//! `list` prints the queue the way Postfix's `mailq` does:
-//!
-//! ```text
-//! -Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------
-//! 0NQ3C8Y1B2K4ZPX*      314 Mon Nov 23 01:06:00  alice@example.org
-//!                                                bob@example.org
-//!
-//! -- 0 Kbytes in 1 Request.
-//! ```
-//!
-//! `*` after the id: in `active/` (being delivered); `!`: in `hold/`. A deferred message
-//! shows the last reason qmgr recorded in `defer/ID`, in parentheses. A file that cannot
-//! be read as a queue file is listed as `(corrupt)`.
+//! `list` prints the queue the way Postfix's `mailq` does (`petrel_queue::listing`). Root
+//! and mail_owner read the queue directly; anyone else may not read its directories, and
+//! `list` then replaces itself with `daemon_directory/postdrop -c DIR -q`, which asks the
+//! showq daemon over `public/showq` for the same listing.
 
 use crate::{Fail, Res};
 use petrel_ipc::qmgr::Notice;
 use petrel_queue::file;
+use petrel_queue::listing::{format_list, names_in, ready, scan, LISTED};
 use petrel_queue::spool::Dir;
-use std::fmt::Write as _;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-
-/// The directories `list` scans, in order.
-const LISTED: [Dir; 5] = [
-    Dir::Maildrop,
-    Dir::Incoming,
-    Dir::Active,
-    Dir::Deferred,
-    Dir::Hold,
-];
-
-/// One message as listed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// Queue id (file name).
-    pub id: String,
-    /// Where it is.
-    pub dir: Dir,
-    /// Message size in bytes (file size when corrupt).
-    pub size: u64,
-    /// Arrival time, seconds since the epoch (mtime when corrupt).
-    pub arrival: i64,
-    /// Envelope sender; empty for `<>`.
-    pub sender: String,
-    /// Pending recipients.
-    pub recipients: Vec<String>,
-    /// Last deferral reason, for deferred messages.
-    pub reason: Option<String>,
-    /// The file could not be parsed.
-    pub corrupt: bool,
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<String> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    v.sort();
-    v
-}
-
-/// True when a file in `d` is complete enough to be listed or acted on.
-fn ready(d: Dir, meta: &std::fs::Metadata) -> bool {
-    match d {
-        // postdrop makes a finished file readable by pickup (0644).
-        Dir::Maildrop => meta.permissions().mode() & 0o044 != 0 || file::is_complete(meta),
-        // cleanup sets the owner-execute bit when the file is on disk.
-        Dir::Incoming => file::is_complete(meta),
-        _ => true,
-    }
-}
-
-/// The reason in the last line of `defer/ID` (`RECIPIENT\tDSN\tREASON`).
-fn defer_reason(q: &Path, id: &str) -> Option<String> {
-    let text = std::fs::read_to_string(q.join(Dir::Defer.file(id))).ok()?;
-    let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
-    let reason = last.splitn(3, '\t').nth(2).unwrap_or(last).trim();
-    (!reason.is_empty()).then(|| reason.to_string())
-}
-
-fn read_entry(q: &Path, d: Dir, id: &str) -> Option<Entry> {
-    let path = q.join(d.file(id));
-    let meta = std::fs::metadata(&path).ok()?;
-    if !meta.is_file() || !ready(d, &meta) {
-        return None;
-    }
-    let parsed = std::fs::File::open(&path)
-        .map_err(file::ReadError::Io)
-        .and_then(|mut f| file::read_envelope(&mut f));
-    let reason = if d == Dir::Deferred {
-        defer_reason(q, id)
-    } else {
-        None
-    };
-    match parsed {
-        Ok(env) => Some(Entry {
-            id: id.to_string(),
-            dir: d,
-            size: env.content_len,
-            arrival: env.arrival as i64,
-            sender: env.sender.clone(),
-            recipients: env.pending().map(|r| r.address.clone()).collect(),
-            reason,
-            corrupt: false,
-        }),
-        // A maildrop file may be unreadable to us or still being written: not our business.
-        Err(_) if d == Dir::Maildrop => None,
-        Err(file::ReadError::Io(_)) => None,
-        Err(file::ReadError::Corrupt(_)) => {
-            use std::os::unix::fs::MetadataExt;
-            Some(Entry {
-                id: id.to_string(),
-                dir: d,
-                size: meta.len(),
-                arrival: meta.mtime(),
-                sender: String::new(),
-                recipients: Vec::new(),
-                reason,
-                corrupt: true,
-            })
-        }
-    }
-}
-
-/// Every listed message under the queue directory `q`.
-pub fn scan(q: &Path) -> Vec<Entry> {
-    let mut out = Vec::new();
-    for d in LISTED {
-        for id in names_in(&q.join(d.name())) {
-            if let Some(e) = read_entry(q, d, &id) {
-                out.push(e);
-            }
-        }
-    }
-    out
-}
-
-/// The mailq-style listing of `entries`.
-pub fn format_list(entries: &[Entry]) -> String {
-    if entries.is_empty() {
-        return "Mail queue is empty\n".to_string();
-    }
-    let mut s =
-        String::from("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
-    let mut total: u64 = 0;
-    for e in entries {
-        let mark = match e.dir {
-            Dir::Active => '*',
-            Dir::Hold => '!',
-            _ => ' ',
-        };
-        let date = petrel_queue::asctime_date(e.arrival);
-        let date = date.get(..19).unwrap_or(&date);
-        let head = format!(
-            "{:<16} {:>8} {:<19}  ",
-            format!("{}{mark}", e.id),
-            e.size,
-            date
-        );
-        let indent = " ".repeat(head.chars().count());
-        total += e.size;
-        let sender = if e.corrupt {
-            "(corrupt)"
-        } else if e.sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            e.sender.as_str()
-        };
-        let _ = writeln!(s, "{head}{sender}");
-        if let Some(r) = &e.reason {
-            let _ = writeln!(s, "{indent}({r})");
-        }
-        for r in &e.recipients {
-            let _ = writeln!(s, "{indent}{r}");
-        }
-        s.push('\n');
-    }
-    let n = entries.len();
-    let _ = writeln!(
-        s,
-        "-- {} Kbytes in {n} Request{}.",
-        total / 1024,
-        if n == 1 { "" } else { "s" }
-    );
-    s
-}
 
 fn queue_dir(dir: &Path) -> Res<PathBuf> {
     let cfg = crate::load_config(dir)?;
@@ -199,24 +20,54 @@ fn queue_dir(dir: &Path) -> Res<PathBuf> {
 
 /// `petrel queue list`.
 pub fn list(dir: &Path) -> Res {
-    let q = queue_dir(dir)?;
+    let cfg = crate::load_config(dir)?;
+    let q = PathBuf::from(cfg.get("queue_directory"));
     if !q.join(Dir::Incoming.name()).is_dir() {
         return Err(Fail::Fatal(format!("{}: no queue here", q.display())));
     }
-    // A directory this user may not read would look empty: say so instead.
+    // A directory this user may not read would look empty: ask showq instead.
     for d in LISTED {
         let p = q.join(d.name());
         if let Err(e) = std::fs::read_dir(&p) {
             if e.kind() == std::io::ErrorKind::PermissionDenied {
+                let postdrop = Path::new(&cfg.get("daemon_directory")).join("postdrop");
+                let failed = exec_postdrop_list(&postdrop, dir);
                 return Err(Fail::Fatal(format!(
-                    "{}: {e}: only root and mail_owner may list the mail queue",
-                    p.display()
+                    "{}: {e}: only root and mail_owner may list the mail queue \
+                     (execute {}: {failed})",
+                    p.display(),
+                    postdrop.display()
                 )));
             }
         }
     }
-    print!("{}", format_list(&scan(&q)));
-    Ok(())
+    out(&format_list(&scan(&q)))
+}
+
+/// The arguments of `postdrop` to list the queue of the configuration in `config_dir`.
+fn postdrop_list_args(config_dir: &Path) -> Vec<std::ffi::OsString> {
+    vec!["-c".into(), config_dir.into(), "-q".into()]
+}
+
+/// Replaces this process with `postdrop -c DIR -q` (set-group-id `setgid_group`, so it
+/// may reach `public/showq`); returns only when that cannot be done, with the reason.
+fn exec_postdrop_list(postdrop: &Path, config_dir: &Path) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(postdrop)
+        .args(postdrop_list_args(config_dir))
+        .exec()
+}
+
+/// Writes `text` to standard output; a reader that went away (`mailq | head`) is no error.
+fn out(text: &str) -> Res {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Fail::Fatal(format!("standard output: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_id(id: &str) -> Res {
@@ -248,8 +99,7 @@ pub fn show(dir: &Path, id: &str) -> Res {
         .ok_or_else(|| Fail::Fatal(format!("{id}: no such message in the queue")))?;
     let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let text = file::dump(&mut f, true).map_err(|e| format!("{id}: {e}"))?;
-    print!("{text}");
-    Ok(())
+    out(&text)
 }
 
 /// Sends `notice` to qmgr at `public/qmgr` without ever blocking.
@@ -477,84 +327,11 @@ mod tests {
     }
 
     #[test]
-    fn mailq_format_of_a_synthetic_queue() {
-        let t = spool();
-        let q = t.path();
-        assert_eq!(format_list(&scan(q)), "Mail queue is empty\n");
-
-        let big = vec![b'x'; 3000];
-        let a = make(
-            q,
-            Dir::Active,
-            "alice@example.org",
-            &["bob@example.org", "carol@example.org"],
-            &big,
-            &[0],
-        );
-        let d = make(
-            q,
-            Dir::Deferred,
-            "",
-            &["dave@example.net"],
-            b"Subject: x\n\nhi\n",
-            &[],
-        );
-        std::fs::write(
-            q.join(Dir::Defer.file(&d)),
-            "dave@example.net\t4.4.1\tconnect to mx.example.net: Connection refused\ndave@example.net\t4.4.2\tlost connection\n",
-        )
-        .expect("defer");
-        let h = make(
-            q,
-            Dir::Hold,
-            "eve@example.org",
-            &["frank@example.org"],
-            b"hi\n",
-            &[],
-        );
-        std::fs::write(q.join(Dir::Deferred.file("0000000000CCCCC")), b"garbage").expect("corrupt");
-        // Being written by cleanup: not listed.
-        std::fs::write(q.join(Dir::Incoming.file("0000000000BBBBB")), b"PETRELQ").expect("partial");
-        // Maildrop: complete ones are listed, unreadable junk is skipped.
-        let m = make(q, Dir::Maildrop, "root", &["demo"], b"hi\n", &[]);
-        std::fs::write(q.join(Dir::Maildrop.file("junk")), b"junk").expect("junk");
-
-        let out = format_list(&scan(q));
-        let lines: Vec<&str> = out.lines().collect();
+    fn list_falls_back_to_postdrop_with_the_configuration_directory() {
         assert_eq!(
-            lines[0],
-            "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
+            postdrop_list_args(Path::new("/etc/petrel")),
+            ["-c", "/etc/petrel", "-q"]
         );
-        let date = petrel_queue::asctime_date(1_700_000_000);
-        let date = &date[..19];
-        let head = |id: &str, mark: char, size: u64, who: &str| {
-            format!("{:<16} {:>8} {date}  {who}", format!("{id}{mark}"), size)
-        };
-        let indent = " ".repeat(16 + 1 + 8 + 1 + 19 + 2);
-        let want = vec![
-            head(&m, ' ', 3, "root"),
-            format!("{indent}demo"),
-            String::new(),
-            head(&a, '*', 3000, "alice@example.org"),
-            format!("{indent}carol@example.org"),
-            String::new(),
-        ];
-        assert_eq!(lines[1..7].to_vec(), want, "\n{out}");
-        assert!(
-            lines[7].starts_with("0000000000CCCCC  ") && lines[7].ends_with("(corrupt)"),
-            "{out}"
-        );
-        let want = vec![
-            head(&d, ' ', 15, "MAILER-DAEMON"),
-            format!("{indent}(lost connection)"),
-            format!("{indent}dave@example.net"),
-            String::new(),
-        ];
-        assert_eq!(lines[9..13].to_vec(), want, "\n{out}");
-        assert_eq!(lines[13], head(&h, '!', 3, "eve@example.org"));
-        assert_eq!(lines[14], format!("{indent}frank@example.org"));
-        assert_eq!(*lines.last().expect("footer"), "-- 2 Kbytes in 5 Requests.");
-        assert!(!out.contains("junk") && !out.contains("BBBBB"));
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Args {
     pub attrs: Vec<(String, String)>,
     /// The recipients.
     pub recipients: Vec<String>,
+    /// `-q`: list the queue (through showq) instead of submitting.
+    pub list: bool,
 }
 
 /// The arguments after the program name, which must be UTF-8.
@@ -41,14 +43,14 @@ fn usage(msg: &str) -> Fatal {
         format!(
             "{msg}; usage: postdrop [-c config_dir] [-f sender] [-A name=value]... [--] recipient... \
              (standard input: the message as chunks of a 4-byte big-endian length and at most \
-             {} bytes, ending with a zero-length chunk)",
+             {} bytes, ending with a zero-length chunk), or postdrop [-c config_dir] -q",
             petrel_ipc::chunked::MAX_CHUNK
         ),
     )
 }
 
-/// Parses `[-c DIR] [-f SENDER] [-A name=value]... [--] RECIPIENT...`; an option's value
-/// may be attached (`-fbob`) or the next argument.
+/// Parses `[-c DIR] [-f SENDER] [-A name=value]... [--] RECIPIENT...` or `[-c DIR] -q`; an
+/// option's value may be attached (`-fbob`) or the next argument.
 pub fn parse(argv: &[String]) -> Result<Args, Fatal> {
     let mut a = Args::default();
     let mut i = 0;
@@ -61,6 +63,10 @@ pub fn parse(argv: &[String]) -> Result<Args, Fatal> {
         if !arg.starts_with('-') || arg == "-" {
             i -= 1;
             break;
+        }
+        if arg == "-q" {
+            a.list = true;
+            continue;
         }
         let mut chars = arg[1..].chars();
         let flag = chars.next().unwrap_or('-');
@@ -84,6 +90,12 @@ pub fn parse(argv: &[String]) -> Result<Args, Fatal> {
             'A' => a.attrs.push(check_attr(&value)?),
             _ => return Err(usage(&format!("unknown option -{flag}"))),
         }
+    }
+    if a.list {
+        if a.sender.is_some() || !a.attrs.is_empty() || i < argv.len() {
+            return Err(usage("-q takes no sender, attributes or recipients"));
+        }
+        return Ok(a);
     }
     for r in &argv[i..] {
         if r.is_empty() {
@@ -197,6 +209,35 @@ mod tests {
         assert_eq!(a.recipients, v(&["bob", "-f", "x"]));
         let a = parse(&v(&["-f", "", "bob"])).unwrap();
         assert_eq!(a.sender.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn list_the_queue() {
+        for argv in [
+            vec!["-q"],
+            vec!["-c", "/x", "-q"],
+            vec!["-q", "-c/x"],
+            vec!["-q", "--"],
+        ] {
+            let a = parse(&v(&argv)).unwrap();
+            assert!(a.list, "{argv:?}");
+            assert!(a.recipients.is_empty());
+        }
+        assert_eq!(
+            parse(&v(&["-c", "/x", "-q"])).unwrap().config_dir,
+            Some(PathBuf::from("/x"))
+        );
+        for argv in [
+            vec!["-q", "bob"],
+            vec!["-q", "--", "bob"],
+            vec!["-f", "a", "-q"],
+            vec!["-q", "-A", "fullname=x"],
+            vec!["-qx"],
+        ] {
+            let e = parse(&v(&argv)).unwrap_err();
+            assert_eq!(e.code, exit::USAGE, "{argv:?}: {e:?}");
+        }
+        assert!(!parse(&v(&["bob"])).unwrap().list);
     }
 
     #[test]

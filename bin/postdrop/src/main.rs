@@ -4,6 +4,8 @@
 //!
 //! `postdrop [-c CONFIG_DIR] [-f SENDER] [-A name=value]... [--] RECIPIENT... < FRAMED_MESSAGE`
 //!
+//! `postdrop [-c CONFIG_DIR] -q`
+//!
 //! ## DESCRIPTION
 //!
 //! postdrop is the only program that creates files in `maildrop/`. It is an internal
@@ -34,13 +36,21 @@
 //! status 0; pickup is then poked through `public/pickup` (a stopped mail system is fine:
 //! pickup finds the file on its next scan).
 //!
+//! With `-q` (and no sender, attribute or recipient) postdrop lists the queue instead, for
+//! a user who may not read it: `petrel queue list` (so `mailq`) runs `postdrop -c DIR -q`
+//! when it cannot read the queue directories. postdrop connects to
+//! `queue_directory/public/showq` (showq(8)), copies everything it receives to standard
+//! output without interpreting it, and exits 0. It waits at most 30 seconds for the
+//! connection to be accepted and for each read, and stops after 64 MiB.
+//!
 //! ## SECURITY
 //!
 //! postdrop is installed set-group-id `setgid_group`, the only group that may write into
-//! `maildrop/` (mode 1730). It runs as the calling user otherwise. When a configuration
-//! directory other than /etc/petrel is named (`-c` or `PETREL_CONFIG`) by anyone but root,
-//! postdrop gives up the group privilege first: an alternative configuration only works
-//! for a spool the user can write to anyway (a sandbox). Sender, recipients and attribute
+//! `maildrop/` (mode 1730) and reach the sockets in `public/` (showq's for `-q`). It runs
+//! as the calling user otherwise. When a configuration directory other than /etc/petrel
+//! is named (`-c` or `PETREL_CONFIG`) by anyone but root, postdrop gives up the group
+//! privilege first: an alternative configuration only works for a spool the user can
+//! write to anyway (a sandbox). Sender, recipients and attribute
 //! values must be at most 998 bytes without control characters. On any error, and on
 //! SIGHUP, SIGINT, SIGQUIT, SIGTERM or SIGXFSZ, the partial file is removed.
 //!
@@ -54,10 +64,14 @@
 //! ## DIAGNOSTICS
 //!
 //! One line on standard error, `postdrop: fatal: REASON`, and an exit status from
-//! sysexits.h: 64 (EX_USAGE: bad option, no recipients), 65 (EX_DATAERR: bad address or
-//! attribute, message larger than `message_size_limit`), 71 (EX_OSERR: a system call that
-//! should not fail did), 75 (EX_TEMPFAIL: the maildrop file could not be written, or the
-//! input ended early or broke the framing; try again), 78 (EX_CONFIG: unreadable or invalid petrel.conf).
+//! sysexits.h: 64 (EX_USAGE: bad option, no recipients, `-q` with anything but `-c`),
+//! 65 (EX_DATAERR: bad address or attribute, message larger than `message_size_limit`),
+//! 71 (EX_OSERR: a system call that should not fail did, or with `-q` standard output
+//! could not be written), 75 (EX_TEMPFAIL: the maildrop file could not be written, or the
+//! input ended early or broke the framing; try again. With `-q`: showq could not be
+//! reached, `QUEUE/public/showq: REASON: is the mail system running?`, or did not answer
+//! in time, sent nothing or more than 64 MiB), 78 (EX_CONFIG: unreadable or invalid
+//! petrel.conf).
 //!
 //! ## CONFIGURATION PARAMETERS
 //!
@@ -65,14 +79,16 @@
 //!
 //! ## FILES
 //!
-//! `CONFIG_DIR/petrel.conf`, `queue_directory/maildrop/`, `queue_directory/public/pickup`.
+//! `CONFIG_DIR/petrel.conf`, `queue_directory/maildrop/`, `queue_directory/public/pickup`,
+//! `queue_directory/public/showq`.
 //!
 //! ## SEE ALSO
 //!
-//! sendmail(1), pickup(8), cleanup(8)
+//! sendmail(1), pickup(8), showq(8), cleanup(8)
 
 mod args;
 use petrel_ipc::chunked as frame;
+mod list;
 mod maildrop;
 mod signals;
 
@@ -85,7 +101,19 @@ pub(crate) use petrel_util::sysexits as exit;
 pub(crate) use petrel_util::sysexits::Fatal;
 
 fn main() {
-    match run() {
+    let args = match args::os_args().and_then(|a| args::parse(&a)) {
+        Ok(a) => a,
+        Err(f) => fail(f),
+    };
+    if args.list {
+        let done = enter_queue(args.config_dir.as_deref())
+            .and_then(|(_, q)| list::run(&q.join(list::SOCKET), &mut std::io::stdout().lock()));
+        if let Err(f) = done {
+            fail(f);
+        }
+        return;
+    }
+    match submit(args) {
         Ok(id) => {
             // The file is durable: the id is the promise. A caller that went away is no
             // reason to fail now.
@@ -95,18 +123,21 @@ fn main() {
             drop(out);
             petrel_daemon::trigger(Path::new("public/pickup"));
         }
-        Err(f) => {
-            // The caller may be gone (a killed sendmail): that must not turn into a panic.
-            let _ = writeln!(std::io::stderr(), "postdrop: fatal: {}", f.reason);
-            std::process::exit(f.code);
-        }
+        Err(f) => fail(f),
     }
 }
 
-fn run() -> Result<petrel_queue::QueueId, Fatal> {
-    let argv = args::os_args()?;
-    let args = args::parse(&argv)?;
-    let dir = petrel_config::config_dir(args.config_dir.as_deref());
+/// Reports `f` on standard error and exits with its status.
+fn fail(f: Fatal) -> ! {
+    // The caller may be gone (a killed sendmail): that must not turn into a panic.
+    let _ = writeln!(std::io::stderr(), "postdrop: fatal: {}", f.reason);
+    std::process::exit(f.code);
+}
+
+/// Loads the configuration of `config_dir` (giving up the group privilege first for one
+/// that is not the default) and changes to the queue directory; returns both.
+fn enter_queue(config_dir: Option<&Path>) -> Result<(Config, PathBuf), Fatal> {
+    let dir = petrel_config::config_dir(config_dir);
     if dir != Path::new(petrel_config::DEFAULT_CONFIG_DIR) {
         drop_setgid()?;
     }
@@ -120,6 +151,11 @@ fn run() -> Result<petrel_queue::QueueId, Fatal> {
             format!("chdir {}: {e}", queue_dir.display()),
         )
     })?;
+    Ok((cfg, queue_dir))
+}
+
+fn submit(args: args::Args) -> Result<petrel_queue::QueueId, Fatal> {
+    let (cfg, _) = enter_queue(args.config_dir.as_deref())?;
     let limit = u64::try_from(cfg.get_int("message_size_limit")).unwrap_or(0);
     let (uid, user) = args::real_user();
     let sender = match args.sender {

@@ -201,3 +201,45 @@ fn writer_killed_mid_message_leaves_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("message input ended early"));
     assert_eq!(std::fs::read_dir(&maildrop).unwrap().count(), 0);
 }
+
+#[test]
+fn q_copies_what_showq_sends_and_exits_0() {
+    let d = setup(0);
+    let sock = d.path().join("spool/public/showq");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    // Bytes postdrop must not interpret: a listing, then NULs and a line without an end.
+    let listing: Vec<u8> = b"Mail queue is empty\n\0\0\xffno newline".to_vec();
+    let sent = listing.clone();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.write_all(&sent).unwrap();
+    });
+    let out = postdrop(d.path(), &["-q"], b"");
+    server.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, listing);
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn q_without_showq_is_a_temporary_failure() {
+    let d = setup(0);
+    let out = postdrop(d.path(), &["-q"], b"");
+    assert_eq!(out.status.code(), Some(75));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let sock = d.path().join("spool/public/showq");
+    assert!(
+        err.starts_with(&format!("postdrop: fatal: {}: ", sock.display()))
+            && err.trim_end().ends_with(": is the mail system running?"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    // -q lists, nothing else.
+    let out = postdrop(d.path(), &["-q", "bob"], b"");
+    assert_eq!(out.status.code(), Some(64));
+}

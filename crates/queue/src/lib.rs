@@ -1,4 +1,5 @@
-//! Petrel's queue: queue ids, the spool layout, and the queue-file format.
+//! Petrel's queue: queue ids, the spool layout, the queue-file format, and the mailq
+//! listing (`listing.rs`).
 //!
 //! Only cleanup creates files in `incoming/`; only qmgr moves files between `incoming/`,
 //! `active/`, `deferred/` and `corrupt/`; only postdrop creates files in `maildrop/`.
@@ -6,6 +7,7 @@
 
 pub mod file;
 pub mod id;
+pub mod listing;
 pub mod spool;
 
 pub use file::{Envelope, ReadError, Recipient, Writer};
