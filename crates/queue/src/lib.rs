@@ -9,6 +9,8 @@ pub mod file;
 pub mod id;
 pub mod listing;
 pub mod spool;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testutil;
 
 pub use file::{Envelope, ReadError, Recipient, Writer};
 pub use id::QueueId;

@@ -204,36 +204,7 @@ pub fn format_list(entries: &[Entry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{QueueId, Recipient, Writer};
-
-    fn make(q: &Path, d: Dir, sender: &str, rcpts: &[&str], body: &[u8], done: &[usize]) -> String {
-        let id = QueueId::new().to_string();
-        let path = q.join(d.file(&id));
-        let mut w = Writer::create(&path, 1_700_000_000.5).expect("create");
-        w.sender(sender).expect("sender");
-        let mut offs = Vec::new();
-        for r in rcpts {
-            offs.push(
-                w.recipient(&Recipient {
-                    address: r.to_string(),
-                    ..Default::default()
-                })
-                .expect("rcpt"),
-            );
-        }
-        w.begin_content().expect("content");
-        w.content(body).expect("content");
-        w.finish(file::MODE_COMPLETE).expect("finish");
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .expect("open");
-        for &i in done {
-            file::mark_done(&f, offs[i]).expect("mark");
-        }
-        id
-    }
+    use crate::testutil::message as make;
 
     fn spool() -> tempfile::TempDir {
         let t = tempfile::tempdir().expect("tempdir");
