@@ -2,7 +2,7 @@
 
 use crate::Sandbox;
 use std::io::{Read, Write};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long to wait for imapd to come up.
@@ -106,12 +106,5 @@ pub fn have_python() -> bool {
     ok
 }
 
-/// A command's status and output, for assertion messages.
-pub fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+/// A command's status and output, for assertion messages (the kit's [`crate::show`]).
+pub use crate::show;
